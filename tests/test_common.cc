@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "common/args.h"
+#include "common/data_locator.h"
 #include "common/error.h"
 #include "common/hashing.h"
 #include "common/text_file.h"
@@ -82,6 +83,36 @@ TEST(TextFile, PlainTextParagraphs) {
   EXPECT_EQ(docs[0], "first line\nsecond line");
   EXPECT_EQ(docs[1], "next para");
   EXPECT_THROW(read_file(d.file("missing.txt")), InputError);
+}
+
+}  // namespace
+}  // namespace layerprune
+
+
+namespace layerprune {
+namespace {
+
+TEST(DataLocator, MirrorOverrideAndErrors) {
+  testing::TempDir d;
+  std::filesystem::create_directories(d.path() + "/mirror/boolq");
+  write_file(d.path() + "/mirror/boolq/val.jsonl", "{}\n");
+  setenv("LAYERPRUNE_DATA", (d.path() + "/mirror").c_str(), 1);
+  setenv("HOME", d.path().c_str(), 1);
+  unsetenv("XDG_CACHE_HOME");
+  EXPECT_EQ(locate_data("boolq"), d.path() + "/mirror/boolq/val.jsonl");
+  EXPECT_EQ(locate_data(d.path() + "/mirror"), d.path() + "/mirror") << "existing paths pass through";
+  try {
+    locate_data("mmlu");
+    FAIL();
+  } catch (const InputError& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("download_data.sh"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(d.path() + "/.cache/layerprune/mmlu"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(locate_data("no-such-thing"), InputError);
+  // Downloaded copies in the cache are found when the mirror lacks them.
+  std::filesystem::create_directories(d.path() + "/.cache/layerprune/mmlu/hendrycks_format");
+  EXPECT_EQ(locate_data("mmlu"), d.path() + "/.cache/layerprune/mmlu/hendrycks_format");
 }
 
 }  // namespace

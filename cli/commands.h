@@ -1,0 +1,13 @@
+// The subcommands of `layerprune`. Each takes its own argv (argv[0] = the subcommand name) and returns
+// the exit status; errors propagate as exceptions (InputError/UsageError -> 2, anything else -> 1).
+#pragma once
+
+namespace layerprune::cli {
+
+int convert(int argc, char** argv);
+int generate(int argc, char** argv);
+int locate(int argc, char** argv);
+int loss(int argc, char** argv);
+int make_model(int argc, char** argv);
+
+}  // namespace layerprune::cli

@@ -1,0 +1,80 @@
+// layerprune: one program, one subcommand per user action. With --json a subcommand prints one JSON
+// document on stdout (logs and progress go to stderr). Exit status: 0 success, 2 usage or input error,
+// 1 any other failure.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "common/error.h"
+#include "worker/runtime.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int, char**);
+};
+
+const Command kCommands[] = {
+    {"convert", "turn a llama2.c checkpoint + tokenizer into a Hugging Face-layout model directory",
+     layerprune::cli::convert},
+    {"generate", "greedy text generation from a prompt", layerprune::cli::generate},
+    {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate},
+    {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss},
+    {"make-model", "write a random-initialised Llama of any shape (tests, benchmarks)",
+     layerprune::cli::make_model},
+};
+
+void usage(std::FILE* out) {
+  std::fprintf(out, "usage: layerprune COMMAND [options]   (layerprune COMMAND --help for its options)\n\n"
+                    "Layer pruning of Llama-family models (Gromov et al. 2024).\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  std::fprintf(out, "\nversion %s\n", LAYERPRUNE_VERSION);
+}
+
+bool wants_json(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--json") == 0) return true;
+  return false;
+}
+
+int fail(int status, const std::string& message, bool json) {
+  if (json) std::cout << nlohmann::json{{"error", message}, {"exit_status", status}}.dump() << std::endl;
+  std::fprintf(stderr, "layerprune: error: %s\n", message.c_str());
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  layerprune::ensure_passive_openmp(argv);
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage(stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("layerprune %s\n", LAYERPRUNE_VERSION);
+    return 0;
+  }
+  const bool json = wants_json(argc, argv);
+  for (const auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const layerprune::InputError& e) {
+      return fail(2, e.what(), json);
+    } catch (const c10::Error& e) {  // LibTorch's own checks: keep the message, drop its backtrace
+      return fail(1, e.what_without_backtrace(), json);
+    } catch (const std::exception& e) {
+      return fail(1, e.what(), json);
+    }
+  }
+  usage(stderr);
+  return fail(2, std::string("unknown command '") + argv[1] + "'", json);
+}

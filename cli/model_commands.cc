@@ -1,0 +1,211 @@
+// Model-level subcommands: convert, generate, loss, make-model.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "common/args.h"
+#include "common/error.h"
+#include "common/hashing.h"
+#include "common/progress.h"
+#include "common/text_file.h"
+#include "worker/generate.h"
+#include "worker/llama.h"
+#include "worker/llama2c.h"
+#include "worker/loss.h"
+#include "worker/make_model.h"
+#include "worker/runtime.h"
+#include "worker/tokenizer.h"
+
+namespace layerprune::cli {
+
+namespace {
+
+using nlohmann::json;
+
+// Flags every model-level command shares.
+void add_model_flags(ArgParser& p) {
+  p.option("model", "Hugging Face-layout model directory (config.json, *.safetensors, tokenizer.model)")
+      .option("threads", "CPU threads (0: $OMP_NUM_THREADS or all cores)", "0")
+      .option("dtype", "compute dtype: float32 or bfloat16", "float32")
+      .flag("json", "print one JSON document on stdout");
+}
+
+struct LoadedModel {
+  LlamaModel model;
+  Tokenizer tokenizer;
+};
+
+LoadedModel load_model(const ArgParser& p) {
+  int threads = configure_threads(int(p.get_int("threads")));
+  std::string dir = p.get("model");
+  if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory");
+  std::string tok = dir + "/tokenizer.model";
+  if (!std::filesystem::exists(tok))
+    throw InputError(dir + ": no tokenizer.model (a SentencePiece model) in the model directory");
+  auto t0 = std::chrono::steady_clock::now();
+  LoadOptions lo;
+  lo.dtype = p.get("dtype");
+  LlamaModel model = LlamaModel::load(dir, lo);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto& c = model.config();
+  std::fprintf(stderr, "loaded %s: %lld layers, dim %lld, vocab %lld, %.1f MB mapped + %.1f MB copied in %.2fs, %d threads\n",
+               dir.c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.vocab_size,
+               model.mapped_bytes() / 1e6, model.copied_bytes() / 1e6, secs, threads);
+  Tokenizer tokenizer = Tokenizer::load(tok);
+  if (tokenizer.vocab_size() != c.vocab_size)
+    throw InputError(tok + ": tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                     " pieces but the model's vocabulary is " + std::to_string(c.vocab_size));
+  return {std::move(model), std::move(tokenizer)};
+}
+
+}  // namespace
+
+int convert(int argc, char** argv) {
+  ArgParser p("convert", "Convert a llama2.c checkpoint (legacy version-0 format) and its SentencePiece tokenizer\n"
+                         "into a Hugging Face-layout directory: config.json, model.safetensors (HF tensor names,\n"
+                         "q/k rows permuted for rotate-half RoPE), tokenizer.model.");
+  p.option("llama2c", "llama2.c checkpoint (.bin)")
+      .option("tokenizer", "SentencePiece tokenizer.model the checkpoint was trained with")
+      .option("out", "output directory")
+      .flag("json", "print one JSON document on stdout");
+  if (!p.parse(argc, argv)) return 0;
+  Llama2cImport r = convert_llama2c(p.get("llama2c"), p.get("tokenizer"), p.get("out"));
+  const auto& c = r.config;
+  if (p.flag_set("json")) {
+    std::cout << json{{"out", p.get("out")}, {"parameters", r.parameters}, {"layers", c.num_hidden_layers},
+                      {"hidden_size", c.hidden_size}, {"vocab_size", c.vocab_size},
+                      {"shared_classifier", r.shared_classifier}}.dump()
+              << std::endl;
+  } else {
+    std::printf("wrote %s: %lld parameters, %lld layers, dim %lld, %lld heads (%lld kv), vocab %lld, context %lld, %s classifier\n",
+                p.get("out").c_str(), (long long)r.parameters, (long long)c.num_hidden_layers, (long long)c.hidden_size,
+                (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.vocab_size,
+                (long long)c.max_position_embeddings, r.shared_classifier ? "shared" : "separate");
+  }
+  return 0;
+}
+
+int generate(int argc, char** argv) {
+  ArgParser p("generate", "Greedy generation: the prompt (BOS + its tokens) then the most likely token at each step,\n"
+                          "until --max-new-tokens, the end of the context, or BOS/EOS. The text is printed as\n"
+                          "llama2.c's run.c prints it, so the two can be compared on the same checkpoint.");
+  add_model_flags(p);
+  p.option("prompt", "prompt text", "").option("max-new-tokens", "tokens to generate after the prompt", "128");
+  if (!p.parse(argc, argv)) return 0;
+  LoadedModel m = load_model(p);
+  const bool as_json = p.flag_set("json");
+  GenerateResult r = generate_greedy(m.model, m.tokenizer, p.get("prompt"), p.get_int("max-new-tokens"),
+                                     [&](const std::string& s) {
+                                       if (!as_json) {
+                                         std::fwrite(s.data(), 1, s.size(), stdout);
+                                         std::fflush(stdout);
+                                       }
+                                     });
+  if (as_json) {
+    std::cout << json{{"text", r.text}, {"prompt_ids", r.prompt_ids}, {"new_ids", r.new_ids},
+                      {"stop_reason", r.stop_reason}, {"tokens_per_second", r.tokens_per_second}}.dump()
+              << std::endl;
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr, "%zu tokens, %.1f tokens/s (stopped: %s)\n", r.new_ids.size(), r.tokens_per_second,
+                 r.stop_reason.c_str());
+  }
+  return 0;
+}
+
+int loss(int argc, char** argv) {
+  std::string recipe = std::string("Recipe: ") + kLossRecipe +
+                       ".\nInput: plain text (used verbatim) or JSONL with a \"text\" field per line (documents "
+                       "joined with blank lines).";
+  ArgParser p("loss", "Mean next-token negative log-likelihood of a model on a text corpus.");
+  add_model_flags(p);
+  p.option("data", "text (.txt) or JSONL (.jsonl, field \"text\") file")
+      .option("context", "window length including BOS (0: the model's max_position_embeddings)", "0")
+      .option("batch-size", "windows per forward pass", "4")
+      .option("max-windows", "evaluate at most this many windows (0: all)", "0")
+      .epilog(recipe);
+  if (!p.parse(argc, argv)) return 0;
+  LoadedModel m = load_model(p);
+  std::string text = read_text_stream(p.get("data"));
+  std::vector<int32_t> ids = m.tokenizer.encode(text, /*add_bos=*/false);
+  LossOptions lo;
+  lo.context = p.get_int("context");
+  lo.batch_size = p.get_int("batch-size");
+  lo.max_windows = p.get_int("max-windows");
+  LossResult r = stream_loss(m.model, ids, m.tokenizer.bos_id(), lo);
+  if (p.flag_set("json")) {
+    std::cout << json{{"mean_nll", r.mean_nll}, {"mean_nll_over_ln_vocab", r.normalized},
+                      {"stream_tokens", r.stream_tokens}, {"windows", r.windows},
+                      {"predicted_tokens", r.predicted_tokens}, {"context", r.context},
+                      {"data", p.get("data")}, {"data_sha256", sha256_hex(text)}, {"recipe", kLossRecipe}}.dump()
+              << std::endl;
+  } else {
+    std::printf("loss %.6f nats/token (%.6f of ln(vocab)) over %lld predicted tokens in %lld windows of %lld\n",
+                r.mean_nll, r.normalized, (long long)r.predicted_tokens, (long long)r.windows, (long long)r.context);
+  }
+  return 0;
+}
+
+int make_model(int argc, char** argv) {
+  ArgParser p("make-model", "Write a random-initialised Llama (weights ~ N(0, 0.02^2), norms 1) as a Hugging Face-layout\n"
+                            "directory. --preset 110m is the benchmark model (dim 768, 12 layers, 12 heads, FFN 2048,\n"
+                            "vocab 32000); explicit flags override the preset.");
+  p.option("out", "output directory")
+      .option("preset", "start from a named shape: tiny | 110m", "tiny")
+      .option("dim", "hidden size", "")
+      .option("layers", "number of layers", "")
+      .option("heads", "attention heads", "")
+      .option("kv-heads", "key/value heads (GQA); default = heads", "")
+      .option("ffn", "intermediate (FFN) size", "")
+      .option("vocab", "vocabulary size", "")
+      .option("context", "max_position_embeddings", "")
+      .option("rope-theta", "RoPE base", "10000")
+      .option("norm-eps", "RMSNorm epsilon", "1e-5")
+      .flag("tie", "tie the LM head to the embedding")
+      .option("dtype", "stored dtype: float32 or bfloat16", "float32")
+      .option("seed", "random seed", "0")
+      .option("tokenizer", "SentencePiece model to copy in as tokenizer.model", "")
+      .option("shard-mb", "write shards of at most this many MB with an index (0: one file)", "0")
+      .flag("json", "print one JSON document on stdout");
+  if (!p.parse(argc, argv)) return 0;
+  LlamaConfig c;
+  std::string preset = p.get("preset");
+  if (preset == "tiny") {
+    c.hidden_size = 64; c.num_hidden_layers = 4; c.num_attention_heads = 8; c.num_key_value_heads = 4;
+    c.intermediate_size = 172; c.vocab_size = 512; c.max_position_embeddings = 512;
+  } else if (preset == "110m") {
+    c.hidden_size = 768; c.num_hidden_layers = 12; c.num_attention_heads = 12; c.num_key_value_heads = 12;
+    c.intermediate_size = 2048; c.vocab_size = 32000; c.max_position_embeddings = 1024;
+  } else {
+    throw UsageError("make-model: unknown --preset '" + preset + "' (tiny or 110m)");
+  }
+  auto set = [&](const char* flag, int64_t& field) {
+    if (!p.get(flag).empty()) field = p.get_int(flag);
+  };
+  set("dim", c.hidden_size);
+  set("layers", c.num_hidden_layers);
+  set("heads", c.num_attention_heads);
+  if (!p.get("heads").empty()) c.num_key_value_heads = c.num_attention_heads;  // no GQA unless asked
+  set("kv-heads", c.num_key_value_heads);
+  set("ffn", c.intermediate_size);
+  set("vocab", c.vocab_size);
+  set("context", c.max_position_embeddings);
+  c.rope_theta = p.get_double("rope-theta");
+  c.rms_norm_eps = p.get_double("norm-eps");
+  c.tie_word_embeddings = p.flag_set("tie");
+  MakeModelOptions o;
+  o.seed = uint64_t(p.get_int("seed"));
+  o.dtype = p.get("dtype");
+  o.tokenizer_model = p.get("tokenizer");
+  o.max_shard_bytes = uint64_t(p.get_int("shard-mb")) << 20;
+  make_random_model(c, p.get("out"), o);
+  if (p.flag_set("json")) std::cout << json::parse(c.to_json()).dump() << std::endl;
+  else std::printf("wrote %s\n", p.get("out").c_str());
+  return 0;
+}
+
+}  // namespace layerprune::cli

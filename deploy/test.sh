@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set-up (deploy/setup.sh) and the whole test suite. Tests that need real models and datasets read them
+# from $LAYERPRUNE_DATA (default ../shared/data beside the checkout) and skip with a message where absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/setup.sh
+export LAYERPRUNE_DATA=${LAYERPRUNE_DATA:-$(cd .. && pwd)/shared/data}
+export OMP_WAIT_POLICY=PASSIVE
+echo "test: data from $LAYERPRUNE_DATA" >&2
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j 2 --timeout 1200

@@ -1,0 +1,93 @@
+// Every kernel against its plain reference over many shapes, odd sizes included (the llama.cpp
+// test-backend-ops idea). CUDA variants run only where a GPU is present and skip with a message elsewhere.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/causal_softmax.h"
+#ifdef LAYERPRUNE_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/device.h"
+#endif
+
+namespace layerprune {
+namespace {
+
+struct Shape {
+  int64_t N, rep, T, start;
+};
+
+const std::vector<Shape> kShapes = {{1, 1, 1, 0},   {1, 1, 7, 0},  {3, 2, 5, 0},  {2, 4, 13, 3},
+                                    {1, 1, 64, 0},  {5, 3, 33, 0}, {2, 1, 1, 17}, {4, 2, 100, 28}};
+
+TEST(CausalSoftmax, CpuEqualsReference) {
+  for (const Shape& s : kShapes) {
+    const int64_t R = s.rep * s.T, S = s.start + s.T;
+    at::Tensor x = at::randn({s.N, R, S}) * 4;
+    at::Tensor want = x.clone();
+    const float scale = 1.f / std::sqrt(8.f);
+    kernels::causal_softmax_reference(want.data_ptr<float>(), s.N, R, S, s.T, s.start, scale);
+    at::Tensor got = x.clone();
+    kernels::causal_softmax(got, s.T, s.start, scale);
+    EXPECT_LT((got - want).abs().max().item<float>(), 1e-6) << "N " << s.N << " R " << R << " S " << S;
+    // Rows sum to one and masked keys are exactly zero.
+    EXPECT_LT((got.sum(-1) - 1).abs().max().item<float>(), 1e-5);
+    for (int64_t r = 0; r < R; ++r) {
+      int64_t valid = s.start + r % s.T + 1;
+      if (valid < S) EXPECT_EQ(got.select(1, r).narrow(-1, valid, S - valid).abs().max().item<float>(), 0.f);
+    }
+  }
+}
+
+TEST(CausalSoftmax, ReferenceMatchesMaskedSoftmaxDefinition) {
+  const int64_t T = 6, S = 6;
+  at::Tensor x = at::randn({1, T, S});
+  at::Tensor want = (x * 0.5).masked_fill(at::ones({T, S}, at::kBool).triu(1), -INFINITY).softmax(-1);
+  at::Tensor got = x.clone();
+  kernels::causal_softmax_reference(got.data_ptr<float>(), 1, T, S, T, 0, 0.5f);
+  EXPECT_TRUE(at::allclose(got, want, 1e-6, 1e-7));
+}
+
+TEST(CausalSoftmax, RejectsWrongLayout) {
+  EXPECT_THROW(kernels::causal_softmax(at::randn({2, 3}), 3, 0, 1.f), std::invalid_argument);
+  EXPECT_THROW(kernels::causal_softmax(at::randn({1, 3, 3}).to(at::kDouble), 3, 0, 1.f), std::invalid_argument);
+}
+
+TEST(CausalSoftmax, CudaEqualsReference) {
+#ifndef LAYERPRUNE_HAVE_CUDA
+  GTEST_SKIP() << "built without CUDA (no toolkit found at configure time): CUDA kernels not compiled";
+#else
+  if (kernels::cuda::device_count() == 0) GTEST_SKIP() << "CUDA kernels compiled, but this machine has no GPU";
+  for (const Shape& s : kShapes) {
+    const int64_t R = s.rep * s.T, S = s.start + s.T;
+    at::Tensor x = at::randn({s.N, R, S}) * 4;
+    at::Tensor want = x.clone();
+    kernels::causal_softmax_reference(want.data_ptr<float>(), s.N, R, S, s.T, s.start, 0.25f);
+    float* d = nullptr;
+    size_t bytes = size_t(x.numel()) * 4;
+    ASSERT_EQ(cudaMalloc(&d, bytes), cudaSuccess);
+    cudaMemcpy(d, x.data_ptr<float>(), bytes, cudaMemcpyHostToDevice);
+    kernels::cuda::causal_softmax(d, s.N, R, S, s.T, s.start, 0.25f);
+    at::Tensor got = at::empty_like(x);
+    cudaMemcpy(got.data_ptr<float>(), d, bytes, cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    EXPECT_LT((got - want).abs().max().item<float>(), 1e-5);
+  }
+#endif
+}
+
+TEST(Nccl, LibraryIsLinkedWhereCudaIs) {
+#ifndef LAYERPRUNE_HAVE_NCCL
+  GTEST_SKIP() << "built without NCCL (no CUDA toolkit with NCCL at configure time)";
+#else
+  std::string v = kernels::cuda::nccl_version();  // ncclGetVersion needs no GPU
+  EXPECT_EQ(v.rfind("NCCL 2.", 0), 0u) << v;
+  std::printf("%s, %d GPU(s) visible\n", v.c_str(), kernels::cuda::device_count());
+#endif
+}
+
+}  // namespace
+}  // namespace layerprune

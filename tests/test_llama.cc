@@ -1,0 +1,283 @@
+// The Llama forward pass: against independent references (llama2.c's program, a plain-PyTorch
+// implementation; see tests/golden/README.md) and against itself (batching, caching, layer subsets).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/text_file.h"
+#include "tests/test_support.h"
+#include "worker/generate.h"
+#include "worker/llama.h"
+#include "worker/llama2c.h"
+#include "worker/loss.h"
+#include "worker/make_model.h"
+#include "worker/safetensors.h"
+#include "worker/tensor_io.h"
+#include "worker/tokenizer.h"
+
+namespace layerprune {
+namespace {
+
+using testing::TempDir;
+
+// Converts stories260K once per test binary into a temp dir (a few ms).
+class Stories260K : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string bin = testing::data_file("stories260K/stories260K.bin");
+    std::string tok = testing::data_file("stories260K/tok512.model");
+    if (bin.empty() || tok.empty()) return;
+    dir_ = new TempDir();
+    convert_llama2c(bin, tok, dir_->path() + "/stories260K");
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    if (!dir_) GTEST_SKIP() << "stories260K not found under " << testing::data_dir() << " (set LAYERPRUNE_DATA)";
+  }
+  static std::string model_dir() { return dir_->path() + "/stories260K"; }
+  static TempDir* dir_;
+};
+TempDir* Stories260K::dir_ = nullptr;
+
+at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).unsqueeze(0); }
+
+// Golden tensors written by tests/golden/make_golden.py.
+struct Golden {
+  std::shared_ptr<SafetensorsFile> file;
+  at::Tensor get(const std::string& name) const {
+    const TensorView* v = file->find(name);
+    if (!v) throw std::runtime_error("golden tensor '" + name + "' missing from " + file->path());
+    return tensor_from_view(*v, file).to(at::kFloat).clone();
+  }
+  std::vector<int64_t> ids(const std::string& name) const {
+    at::Tensor t = get(name).to(at::kLong);
+    return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+  }
+};
+
+Golden golden(const std::string& rel) { return Golden{SafetensorsFile::open(testing::source_file(rel))}; }
+
+TEST_F(Stories260K, ConvertedConfigMatchesHeader) {
+  LlamaConfig c = LlamaConfig::from_file(model_dir() + "/config.json");
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.intermediate_size, 172);
+  EXPECT_EQ(c.num_hidden_layers, 5);
+  EXPECT_EQ(c.num_attention_heads, 8);
+  EXPECT_EQ(c.num_key_value_heads, 4);
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.max_position_embeddings, 512);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  LlamaModel m = LlamaModel::load(model_dir());
+  EXPECT_EQ(m.copied_bytes(), 0u) << "f32 weights of an f32 checkpoint must be zero-copy views";
+  EXPECT_GT(m.mapped_bytes(), 1000000u);
+}
+
+// llama2.c's own program (run.c, temperature 0) on the same checkpoint: tests/golden/README.md.
+TEST_F(Stories260K, GreedyTextEqualsLlama2c) {
+  LlamaModel m = LlamaModel::load(model_dir());
+  Tokenizer tok = Tokenizer::load(model_dir() + "/tokenizer.model");
+  std::string expected = read_file(testing::source_file("tests/golden/llama2c_generate_once_upon_a_time.txt"));
+  auto ids_json = nlohmann::json::parse(
+      read_file(testing::source_file("tests/golden/llama2c_generate_once_upon_a_time.ids.json")));
+  std::vector<int32_t> expected_ids = ids_json.at("generated_ids").get<std::vector<int32_t>>();
+  ASSERT_GE(expected_ids.size(), 200u);
+  expected_ids.resize(200);
+  GenerateResult r = generate_greedy(m, tok, "Once upon a time", 200);
+  EXPECT_EQ(r.new_ids, expected_ids);
+  EXPECT_EQ(r.text.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0), 0u)
+      << r.text;
+  // run.c prints the same pieces; it ran for more steps, so ours is a prefix of its text.
+  EXPECT_EQ(expected.rfind(r.text, 0), 0u) << "ours:\n" << r.text << "\nllama2.c:\n" << expected;
+}
+
+TEST_F(Stories260K, LogitsAndHiddenStatesEqualPyTorchReference) {
+  LlamaModel m = LlamaModel::load(model_dir());
+  Golden g = golden("tests/golden/stories260k_golden.safetensors");
+  for (int p = 0; p < 4; ++p) {
+    std::string key = "prompt" + std::to_string(p);
+    std::vector<int64_t> ids = g.ids(key + ".ids");
+    ForwardOptions o;
+    o.return_hidden = true;
+    ForwardResult r = m.forward(ids_tensor(ids), o);
+    at::Tensor want = g.get(key + ".logits");
+    EXPECT_LT((r.logits[0] - want).abs().max().item<float>(), 1e-4) << key;
+    at::Tensor hidden = at::stack(r.hidden, 0).select(1, 0);  // [L+1, T, D]
+    EXPECT_LT((hidden - g.get(key + ".hidden")).abs().max().item<float>(), 1e-4) << key;
+  }
+}
+
+TEST_F(Stories260K, LossEqualsPyTorchReference) {
+  LP_REQUIRE_DATA(text_path, "tinystories/tinystories_val.txt");
+  auto want = nlohmann::json::parse(read_file(testing::source_file("tests/golden/stories260k_loss.json")));
+  LlamaModel m = LlamaModel::load(model_dir());
+  Tokenizer tok = Tokenizer::load(model_dir() + "/tokenizer.model");
+  std::vector<int32_t> ids = tok.encode(read_text_stream(text_path), false);
+  EXPECT_EQ(int64_t(ids.size()), want.at("full").at("stream_tokens").get<int64_t>());
+  LossOptions o;
+  o.batch_size = 8;
+  LossResult r = stream_loss(m, ids, tok.bos_id(), o);
+  const auto& full = want.at("full");
+  EXPECT_EQ(r.windows, full.at("windows").get<int64_t>());
+  EXPECT_EQ(r.predicted_tokens, full.at("predicted_tokens").get<int64_t>());
+  EXPECT_NEAR(r.mean_nll, full.at("mean_nll").get<double>(), 1e-3);
+  EXPECT_NEAR(r.mean_nll, 1.67, 0.05) << "the issue quotes about 1.67 nats/token";
+}
+
+// A batch of different-length, right-padded sequences equals each sequence run alone.
+TEST(Llama, BatchOfNEqualsNSingleRuns) {
+  TempDir d;
+  LlamaConfig c;
+  c.hidden_size = 32; c.intermediate_size = 50; c.num_hidden_layers = 3; c.num_attention_heads = 8;
+  c.num_key_value_heads = 2; c.vocab_size = 64; c.max_position_embeddings = 64;
+  make_random_model(c, d.path(), MakeModelOptions{});
+  LlamaModel m = LlamaModel::load(d.path());
+  std::vector<std::vector<int64_t>> seqs = {{1, 5, 9, 3, 7, 2, 8}, {1, 4}, {1, 60, 61, 62, 63}};
+  at::Tensor batch = at::zeros({3, 7}, at::kLong);
+  for (int b = 0; b < 3; ++b)
+    for (size_t t = 0; t < seqs[b].size(); ++t) batch[b][t] = seqs[b][t];
+  ForwardOptions o;
+  o.return_hidden = true;
+  ForwardResult all = m.forward(batch, o);
+  for (int b = 0; b < 3; ++b) {
+    int64_t T = int64_t(seqs[b].size());
+    ForwardResult one = m.forward(ids_tensor(seqs[b]), o);
+    EXPECT_LT((all.logits[b].narrow(0, 0, T) - one.logits[0]).abs().max().item<float>(), 1e-5) << b;
+    for (size_t l = 0; l < one.hidden.size(); ++l)
+      EXPECT_LT((all.hidden[l][b].narrow(0, 0, T) - one.hidden[l][0]).abs().max().item<float>(), 1e-5);
+  }
+}
+
+TEST(Llama, KVCacheEqualsFullForward) {
+  TempDir d;
+  LlamaConfig c;
+  c.hidden_size = 32; c.intermediate_size = 48; c.num_hidden_layers = 2; c.num_attention_heads = 4;
+  c.num_key_value_heads = 4; c.vocab_size = 40; c.max_position_embeddings = 32;
+  make_random_model(c, d.path(), MakeModelOptions{});
+  LlamaModel m = LlamaModel::load(d.path());
+  std::vector<int64_t> ids = {1, 3, 5, 7, 11, 13, 17, 19, 23};
+  at::Tensor full = m.forward(ids_tensor(ids)).logits[0];
+  KVCache cache;
+  at::Tensor first = m.forward(ids_tensor({ids.begin(), ids.begin() + 4}), {}, &cache).logits[0];
+  std::vector<at::Tensor> parts = {first};
+  for (size_t i = 4; i < ids.size(); ++i) parts.push_back(m.forward(ids_tensor({ids[i]}), {}, &cache).logits[0]);
+  EXPECT_EQ(cache.length, int64_t(ids.size()));
+  EXPECT_LT((at::cat(parts, 0) - full).abs().max().item<float>(), 1e-5);
+}
+
+// Running with a subset of layers equals a model whose checkpoint holds only those layers.
+TEST(Llama, KeptLayersEqualSmallerModel) {
+  TempDir d;
+  LlamaConfig c;
+  c.hidden_size = 32; c.intermediate_size = 40; c.num_hidden_layers = 5; c.num_attention_heads = 4;
+  c.num_key_value_heads = 2; c.vocab_size = 50; c.max_position_embeddings = 16;
+  make_random_model(c, d.path(), MakeModelOptions{});
+  LlamaModel m = LlamaModel::load(d.path());
+  std::vector<int64_t> kept = {0, 1, 4};
+  LlamaWeights w = m.weights();
+  LlamaWeights small = w;
+  small.layers.clear();
+  for (int64_t i : kept) small.layers.push_back(w.layers[i]);
+  LlamaConfig sc = c;
+  sc.num_hidden_layers = 3;
+  LlamaModel sm(sc, small);
+  at::Tensor ids = ids_tensor({1, 2, 3, 4, 5, 6});
+  ForwardOptions o;
+  o.layers = kept;
+  o.return_hidden = true;
+  ForwardResult a = m.forward(ids, o);
+  ForwardResult b = sm.forward(ids);
+  EXPECT_EQ(a.hidden.size(), 4u);
+  EXPECT_TRUE(at::equal(a.logits, b.logits));
+  EXPECT_FALSE(at::allclose(a.logits, m.forward(ids).logits)) << "dropping layers must change the output";
+  o.layers = {3, 1};
+  EXPECT_THROW(m.forward(ids, o), InputError);
+  o.layers = {7};
+  EXPECT_THROW(m.forward(ids, o), InputError);
+}
+
+TEST(Llama, RejectsBadTokensAndOverlongInput) {
+  TempDir d;
+  LlamaConfig c;
+  c.hidden_size = 16; c.intermediate_size = 16; c.num_hidden_layers = 1; c.num_attention_heads = 2;
+  c.num_key_value_heads = 2; c.vocab_size = 10; c.max_position_embeddings = 8;
+  make_random_model(c, d.path(), MakeModelOptions{});
+  LlamaModel m = LlamaModel::load(d.path());
+  EXPECT_THROW(m.forward(ids_tensor({1, 10})), InputError);
+  EXPECT_THROW(m.forward(ids_tensor({1, -1})), InputError);
+  EXPECT_THROW(m.forward(at::ones({1, 9}, at::kLong)), InputError);
+}
+
+// Random HF-layout models (GQA, tied/untied, other RoPE base, BF16) against the plain-PyTorch reference.
+TEST(Llama, RandomModelsEqualPyTorchReference) {
+  for (const char* name : {"random_gqa4", "random_gqa2_tied", "random_theta", "random_bf16"}) {
+    std::string dir = testing::source_file(std::string("tests/golden/") + name);
+    ASSERT_TRUE(std::filesystem::exists(dir + "/golden.safetensors")) << dir;
+    LlamaModel m = LlamaModel::load(dir);
+    Golden g{SafetensorsFile::open(dir + "/golden.safetensors")};
+    at::Tensor tokens = g.get("tokens").to(at::kLong);          // [B, T], right-padded
+    at::Tensor lengths = g.get("lengths").to(at::kLong);        // [B]
+    ForwardOptions o;
+    o.return_hidden = true;
+    ForwardResult r = m.forward(tokens, o);
+    at::Tensor want = g.get("logits");
+    at::Tensor want_hidden = g.get("hidden");                    // [L+1, B, T, D]
+    for (int64_t b = 0; b < tokens.size(0); ++b) {
+      int64_t T = lengths[b].item<int64_t>();
+      EXPECT_LT((r.logits[b].narrow(0, 0, T) - want[b].narrow(0, 0, T)).abs().max().item<float>(), 1e-4)
+          << name << " sequence " << b;
+      for (size_t l = 0; l < r.hidden.size(); ++l)
+        EXPECT_LT((r.hidden[l][b].narrow(0, 0, T).to(at::kFloat) - want_hidden[l][b].narrow(0, 0, T)).abs().max().item<float>(), 1e-4)
+            << name << " hidden " << l;
+    }
+  }
+}
+
+TEST(Llama, Bfloat16ComputeTracksFloat32) {
+  TempDir d;
+  LlamaConfig c;
+  c.hidden_size = 64; c.intermediate_size = 96; c.num_hidden_layers = 2; c.num_attention_heads = 4;
+  c.num_key_value_heads = 2; c.vocab_size = 100; c.max_position_embeddings = 32;
+  make_random_model(c, d.path(), MakeModelOptions{});
+  LlamaModel f32 = LlamaModel::load(d.path());
+  LoadOptions lo;
+  lo.dtype = "bfloat16";
+  LlamaModel bf16 = LlamaModel::load(d.path(), lo);
+  EXPECT_EQ(bf16.dtype(), at::kBFloat16);
+  at::Tensor ids = ids_tensor({1, 7, 8, 9, 10, 11});
+  at::Tensor a = f32.forward(ids).logits, b = bf16.forward(ids).logits;
+  EXPECT_EQ(b.scalar_type(), at::kFloat);
+  EXPECT_LT((a - b).abs().max().item<float>(), 0.05);  // bf16 has ~3 significant digits
+}
+
+TEST(Llama2c, TruncatedOrForeignCheckpointsAreRejected) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  TempDir d;
+  std::string bytes = read_file(bin);
+  write_file(d.file("trunc.bin"), bytes.substr(0, bytes.size() - 100));
+  try {
+    convert_llama2c(d.file("trunc.bin"), tok, d.file("out"));
+    FAIL() << "expected an error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  write_file(d.file("short.bin"), bytes.substr(0, 10));
+  EXPECT_THROW(convert_llama2c(d.file("short.bin"), tok, d.file("out")), InputError);
+  std::string garbage = bytes;
+  garbage[0] = char(0xff); garbage[1] = char(0xff); garbage[2] = char(0xff); garbage[3] = char(0x7f);
+  write_file(d.file("garbage.bin"), garbage);
+  EXPECT_THROW(convert_llama2c(d.file("garbage.bin"), tok, d.file("out")), InputError);
+  LP_REQUIRE_DATA(llama_tok, "llama2/tokenizer/tokenizer.model");
+  EXPECT_THROW(convert_llama2c(bin, llama_tok, d.file("out")), InputError) << "32000-piece tokenizer, 512 vocab";
+}
+
+}  // namespace
+}  // namespace layerprune

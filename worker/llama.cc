@@ -1,0 +1,190 @@
+#include "worker/llama.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "common/error.h"
+#include "worker/llama_tensors.h"
+#include "worker/safetensors.h"
+#include "worker/tensor_io.h"
+
+namespace layerprune {
+
+at::ScalarType parse_compute_dtype(const std::string& name) {
+  if (name == "float32" || name == "f32" || name == "fp32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  throw InputError("unsupported compute dtype '" + name + "' (use float32 or bfloat16)");
+}
+
+namespace {
+
+// RMSNorm (Zhang & Sennrich 2019) as HF computes it: in float32, then back to the activation dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true).add_(eps));
+  return xf.mul_(inv).to(x.scalar_type()).mul_(weight);
+}
+
+// HF's RoPE layout: the head dim is [first half | second half] and rotate_half(x) = [-x2 | x1].
+at::Tensor rotate_half(const at::Tensor& x) {
+  int64_t half = x.size(-1) / 2;
+  return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  config_.validate("model config");
+  // inv_freq_i = theta^(-2i/hd), i < hd/2; angles for every position up to the context length.
+  int64_t hd = config_.head_dim();
+  at::Tensor inv_freq = at::pow(config_.rope_theta, at::arange(0, hd, 2, at::kDouble) / double(hd)).reciprocal();
+  at::Tensor pos = at::arange(config_.max_position_embeddings, at::kDouble);
+  at::Tensor angles = at::outer(pos, inv_freq);               // [P, hd/2]
+  at::Tensor emb = at::cat({angles, angles}, -1);             // [P, hd], rotate-half layout
+  rope_cos_ = emb.cos().to(at::kFloat);
+  rope_sin_ = emb.sin().to(at::kFloat);
+}
+
+LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) {
+  LlamaConfig config = LlamaConfig::from_file(dir + "/config.json");
+  Checkpoint ckpt = Checkpoint::open(dir);
+  if (options.check_tensors) check_llama_checkpoint(ckpt, config);
+  at::ScalarType dtype = parse_compute_dtype(options.dtype);
+  auto keep = ckpt.keepalive();
+  uint64_t mapped = 0, copied = 0;
+  auto get = [&](const std::string& name) {
+    const TensorView& v = ckpt.tensor(name);
+    bool zero_copy = false;
+    at::Tensor t = tensor_from_view(v, keep, &zero_copy);
+    if (t.scalar_type() != dtype) {
+      t = t.to(dtype);
+      zero_copy = false;
+    }
+    (zero_copy ? mapped : copied) += v.nbytes;
+    return t;
+  };
+  LlamaWeights w;
+  w.embed = get("model.embed_tokens.weight");
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    LlamaLayerWeights l;
+    l.attn_norm = get(p + "input_layernorm.weight");
+    l.wq = get(p + "self_attn.q_proj.weight");
+    l.wk = get(p + "self_attn.k_proj.weight");
+    l.wv = get(p + "self_attn.v_proj.weight");
+    l.wo = get(p + "self_attn.o_proj.weight");
+    l.ffn_norm = get(p + "post_attention_layernorm.weight");
+    l.w_gate = get(p + "mlp.gate_proj.weight");
+    l.w_up = get(p + "mlp.up_proj.weight");
+    l.w_down = get(p + "mlp.down_proj.weight");
+    w.layers.push_back(std::move(l));
+  }
+  w.final_norm = get("model.norm.weight");
+  w.lm_head = config.tie_word_embeddings ? w.embed : get("lm_head.weight");
+  LlamaModel model(std::move(config), std::move(w));
+  model.mapped_bytes_ = mapped;
+  model.copied_bytes_ = copied;
+  model.keepalive_ = keep;
+  return model;
+}
+
+std::vector<int64_t> LlamaModel::kept_layers(const std::vector<int64_t>& layers) const {
+  int64_t L = config_.num_hidden_layers;
+  if (layers.empty()) {
+    std::vector<int64_t> all(L);
+    for (int64_t i = 0; i < L; ++i) all[i] = i;
+    return all;
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] < 0 || layers[i] >= L)
+      throw InputError("layer index " + std::to_string(layers[i]) + " out of range [0, " + std::to_string(L) + ")");
+    if (i > 0 && layers[i] <= layers[i - 1]) throw InputError("kept layer indices must be strictly increasing");
+  }
+  return layers;
+}
+
+at::Tensor LlamaModel::rope(const at::Tensor& x, int64_t start) const {
+  int64_t T = x.size(2);
+  at::Tensor cos = rope_cos_.narrow(0, start, T).to(x.scalar_type());  // [T, hd] broadcast over [B, h, T, hd]
+  at::Tensor sin = rope_sin_.narrow(0, start, T).to(x.scalar_type());
+  return x * cos + rotate_half(x) * sin;
+}
+
+at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& xn, int64_t start,
+                                 at::Tensor* k_cache, at::Tensor* v_cache) const {
+  const int64_t B = xn.size(0), T = xn.size(1);
+  const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, hd = config_.head_dim();
+  const int64_t rep = H / KV;
+  at::Tensor q = at::linear(xn, w.wq).view({B, T, H, hd}).transpose(1, 2);   // [B, H, T, hd]
+  at::Tensor k = at::linear(xn, w.wk).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
+  at::Tensor v = at::linear(xn, w.wv).view({B, T, KV, hd}).transpose(1, 2);
+  q = rope(q, start);
+  k = rope(k, start);
+  if (k_cache) {
+    if (k_cache->defined()) {
+      k = at::cat({*k_cache, k}, 2);
+      v = at::cat({*v_cache, v}, 2);
+    }
+    *k_cache = k;
+    *v_cache = v;
+  }
+  const int64_t S = k.size(2);  // keys: cached + new
+  // GQA without copying K/V: query heads h = g*rep + r share KV head g, so fold the rep query heads of a
+  // group into the row dimension: [B, KV, rep*T, hd] x [B, KV, hd, S].
+  at::Tensor qg = q.reshape({B, KV, rep * T, hd});
+  at::Tensor scores = at::matmul(qg, k.transpose(2, 3)).mul_(1.0 / std::sqrt(double(hd)));  // [B, KV, rep*T, S]
+  // Causal mask: query i (absolute position start+i) sees keys j <= start+i.
+  at::Tensor qpos = at::arange(start, start + T, at::kLong).view({T, 1});
+  at::Tensor kpos = at::arange(S, at::kLong).view({1, S});
+  at::Tensor masked = (kpos > qpos).repeat({rep, 1});  // [rep*T, S]
+  scores = scores.to(at::kFloat).masked_fill_(masked, -std::numeric_limits<float>::infinity());
+  at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+  at::Tensor out = at::matmul(probs, v)                     // [B, KV, rep*T, hd]
+                       .view({B, H, T, hd})
+                       .transpose(1, 2)
+                       .reshape({B, T, H * hd});
+  return at::linear(out, w.wo);
+}
+
+ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions& options, KVCache* cache) const {
+  if (tokens.dim() != 2) throw InputError("forward: tokens must be [batch, time]");
+  const int64_t T = tokens.size(1);
+  const int64_t start = cache ? cache->length : 0;
+  if (start + T > config_.max_position_embeddings)
+    throw InputError("sequence of " + std::to_string(start + T) + " positions exceeds the model's context of " +
+                     std::to_string(config_.max_position_embeddings));
+  if (tokens.numel() > 0) {
+    int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+    if (lo < 0 || hi >= config_.vocab_size)
+      throw InputError("token id " + std::to_string(lo < 0 ? lo : hi) + " outside the vocabulary [0, " +
+                       std::to_string(config_.vocab_size) + ")");
+  }
+  std::vector<int64_t> kept = kept_layers(options.layers);
+  if (cache && cache->k.empty()) {
+    cache->k.resize(kept.size());
+    cache->v.resize(kept.size());
+  }
+  if (cache && cache->k.size() != kept.size()) throw std::logic_error("KV cache was built for another layer list");
+
+  ForwardResult result;
+  at::Tensor x = at::embedding(weights_.embed, tokens);  // [B, T, D]
+  const double eps = config_.rms_norm_eps;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const LlamaLayerWeights& w = weights_.layers[kept[i]];
+    if (options.return_hidden) result.hidden.push_back(x);
+    at::Tensor h = attention(w, rms_norm(x, w.attn_norm, eps), start, cache ? &cache->k[i] : nullptr,
+                             cache ? &cache->v[i] : nullptr);
+    x = x + h;
+    at::Tensor xn = rms_norm(x, w.ffn_norm, eps);
+    at::Tensor gate = at::silu(at::linear(xn, w.w_gate));
+    x = x + at::linear(gate.mul_(at::linear(xn, w.w_up)), w.w_down);
+  }
+  if (options.return_hidden) result.hidden.push_back(x);
+  if (cache) cache->length += T;
+  if (options.logits) result.logits = at::linear(rms_norm(x, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
+  return result;
+}
+
+}  // namespace layerprune
