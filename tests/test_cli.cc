@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -14,15 +15,15 @@
 namespace layerprune {
 namespace {
 
-struct Run {
+struct CliRun {
   int status;
   std::string out;  // stdout only (stderr goes to the test log)
 };
 
-Run run(const std::string& args) {
+CliRun run(const std::string& args) {
   std::string cmd = std::string(LAYERPRUNE_BINARY_DIR) + "/cli/layerprune " + args;
   FILE* p = popen(cmd.c_str(), "r");
-  Run r{-1, ""};
+  CliRun r{-1, ""};
   if (!p) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -37,7 +38,7 @@ TEST(Cli, HelpAndUsageErrors) {
   EXPECT_EQ(run("").status, 2);
   EXPECT_EQ(run("no-such-command").status, 2);
   for (const char* cmd : {"convert", "generate", "loss", "make-model"}) {
-    Run r = run(std::string(cmd) + " --help");
+    CliRun r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("usage: layerprune " + std::string(cmd)), std::string::npos) << r.out;
   }
@@ -48,7 +49,7 @@ TEST(Cli, HelpAndUsageErrors) {
 
 TEST(Cli, InputErrorsExitTwoWithJsonError) {
   testing::TempDir d;
-  Run r = run("generate --model " + d.path() + "/missing --json");
+  CliRun r = run("generate --model " + d.path() + "/missing --json");
   EXPECT_EQ(r.status, 2);
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j.at("exit_status"), 2);
@@ -61,16 +62,16 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
   testing::TempDir d;
   std::string model = d.path() + "/stories260K";
-  Run c = run("convert --llama2c " + bin + " --tokenizer " + tok + " --out " + model + " --json");
+  CliRun c = run("convert --llama2c " + bin + " --tokenizer " + tok + " --out " + model + " --json");
   ASSERT_EQ(c.status, 0) << c.out;
   EXPECT_EQ(nlohmann::json::parse(c.out).at("parameters"), 260032);
-  Run g = run("generate --model " + model + " --prompt 'Once upon a time' --max-new-tokens 20 --threads 1");
+  CliRun g = run("generate --model " + model + " --prompt 'Once upon a time' --max-new-tokens 20 --threads 1");
   ASSERT_EQ(g.status, 0);
   EXPECT_EQ(g.out.rfind("Once upon a time, there was a little girl named Lily.", 0), 0u) << g.out;
-  Run gj = run("generate --model " + model + " --prompt 'Once upon a time' --max-new-tokens 5 --json");
+  CliRun gj = run("generate --model " + model + " --prompt 'Once upon a time' --max-new-tokens 5 --json");
   ASSERT_EQ(gj.status, 0);
   EXPECT_EQ(nlohmann::json::parse(gj.out).at("new_ids").size(), 5u);
-  Run l = run("loss --model " + model + " --data " + text + " --max-windows 4 --json --threads 1");
+  CliRun l = run("loss --model " + model + " --data " + text + " --max-windows 4 --json --threads 1");
   ASSERT_EQ(l.status, 0) << l.out;
   auto lj = nlohmann::json::parse(l.out);
   EXPECT_EQ(lj.at("windows"), 4);
@@ -81,12 +82,12 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
 
 TEST(Cli, MakeModelWritesALoadableModel) {
   testing::TempDir d;
-  Run m = run("make-model --out " + d.path() + "/m --dim 32 --layers 2 --heads 4 --kv-heads 2 --ffn 48 --vocab 64 --context 32 --json");
+  CliRun m = run("make-model --out " + d.path() + "/m --dim 32 --layers 2 --heads 4 --kv-heads 2 --ffn 48 --vocab 64 --context 32 --json");
   ASSERT_EQ(m.status, 0) << m.out;
   auto j = nlohmann::json::parse(m.out);
   EXPECT_EQ(j.at("num_key_value_heads"), 2);
   EXPECT_TRUE(std::ifstream(d.path() + "/m/model.safetensors").good());
-  Run bad = run("make-model --out " + d.path() + "/b --dim 30 --heads 4");
+  CliRun bad = run("make-model --out " + d.path() + "/b --dim 30 --heads 4");
   EXPECT_EQ(bad.status, 2) << "30 is not divisible by 4 heads";
 }
 

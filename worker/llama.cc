@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "kernels/causal_softmax.h"
 #include "worker/llama_tensors.h"
 #include "worker/safetensors.h"
 #include "worker/tensor_io.h"
@@ -21,9 +22,9 @@ namespace {
 
 // RMSNorm (Zhang & Sennrich 2019) as HF computes it: in float32, then back to the activation dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor xf = x.to(at::kFloat);  // the same tensor when x is float32: never write into it
   at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true).add_(eps));
-  return xf.mul_(inv).to(x.scalar_type()).mul_(weight);
+  return (xf * inv).to(x.scalar_type()).mul_(weight);
 }
 
 // HF's RoPE layout: the head dim is [first half | second half] and rotate_half(x) = [-x2 | x1].
@@ -134,13 +135,11 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   // GQA without copying K/V: query heads h = g*rep + r share KV head g, so fold the rep query heads of a
   // group into the row dimension: [B, KV, rep*T, hd] x [B, KV, hd, S].
   at::Tensor qg = q.reshape({B, KV, rep * T, hd});
-  at::Tensor scores = at::matmul(qg, k.transpose(2, 3)).mul_(1.0 / std::sqrt(double(hd)));  // [B, KV, rep*T, S]
-  // Causal mask: query i (absolute position start+i) sees keys j <= start+i.
-  at::Tensor qpos = at::arange(start, start + T, at::kLong).view({T, 1});
-  at::Tensor kpos = at::arange(S, at::kLong).view({1, S});
-  at::Tensor masked = (kpos > qpos).repeat({rep, 1});  // [rep*T, S]
-  scores = scores.to(at::kFloat).masked_fill_(masked, -std::numeric_limits<float>::infinity());
-  at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+  at::Tensor scores = at::matmul(qg, k.transpose(2, 3));  // [B, KV, rep*T, S]
+  if (scores.scalar_type() != at::kFloat) scores = scores.to(at::kFloat);  // softmax in float32, as HF does
+  // Scale, causal mask (query i at position start+i sees keys j <= start+i) and softmax in one pass.
+  kernels::causal_softmax(scores.view({B * KV, rep * T, S}), T, start, float(1.0 / std::sqrt(double(hd))));
+  at::Tensor probs = scores.to(v.scalar_type());
   at::Tensor out = at::matmul(probs, v)                     // [B, KV, rep*T, hd]
                        .view({B, H, T, hd})
                        .transpose(1, 2)
