@@ -19,16 +19,17 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(int, char**);
+  bool computes;  // runs LibTorch work: worth a re-exec for the OpenMP wait policy (worker/runtime.h)
 };
 
 const Command kCommands[] = {
     {"convert", "turn a llama2.c checkpoint + tokenizer into a Hugging Face-layout model directory",
-     layerprune::cli::convert},
-    {"generate", "greedy text generation from a prompt", layerprune::cli::generate},
-    {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate},
-    {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss},
+     layerprune::cli::convert, false},
+    {"generate", "greedy text generation from a prompt", layerprune::cli::generate, true},
+    {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate, false},
+    {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss, true},
     {"make-model", "write a random-initialised Llama of any shape (tests, benchmarks)",
-     layerprune::cli::make_model},
+     layerprune::cli::make_model, false},
 };
 
 void usage(std::FILE* out) {
@@ -52,8 +53,13 @@ int fail(int status, const std::string& message, bool json) {
 
 }  // namespace
 
+static bool wants_help(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0) return true;
+  return false;
+}
+
 int main(int argc, char** argv) {
-  layerprune::ensure_passive_openmp(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     usage(stdout);
     return argc < 2 ? 2 : 0;
@@ -65,6 +71,7 @@ int main(int argc, char** argv) {
   const bool json = wants_json(argc, argv);
   for (const auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
+    if (c.computes && !wants_help(argc, argv)) layerprune::ensure_passive_openmp(argv);
     try {
       return c.run(argc - 1, argv + 1);
     } catch (const layerprune::InputError& e) {

@@ -336,7 +336,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const Model& m = *m_;
   std::string out;
   std::string pending_bytes;  // consecutive byte pieces form one UTF-8 sequence
-  bool first = true;          // the dummy-prefix space is removed from the first emitted piece only
+  // sentencepiece's decoder drops the leading '▁' of pieces at the start of the text (the dummy prefix).
+  // With remove_extra_whitespaces it keeps doing so until something visible is out (the normaliser would
+  // have removed those spaces); without, only once.
+  const bool strip_start = m.add_dummy_prefix || m.remove_extra_whitespaces;
+  bool bos_ws_seen = false;
   auto flush_bytes = [&]() {
     std::string_view s(pending_bytes);
     while (!s.empty()) {  // invalid sequences decode to U+FFFD per byte, as sentencepiece does
@@ -357,23 +361,27 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
     if (p.type == kControl) continue;
     if (p.type == kByte) {
       pending_bytes += char(std::stoi(p.text.substr(3, 2), nullptr, 16));
-      first = false;
       continue;
     }
     flush_bytes();
-    std::string text = p.type == kUnknown ? m.unk_surface : p.text;
-    std::string piece;
+    if (p.type == kUnknown) {
+      out += m.unk_surface;
+      continue;
+    }
+    std::string_view text(p.text);
+    const bool at_start = strip_start && out.empty() && !bos_ws_seen;
+    if (at_start && text.substr(0, kSpaceSymbol.size()) == kSpaceSymbol) {
+      text.remove_prefix(kSpaceSymbol.size());
+      bos_ws_seen = !m.remove_extra_whitespaces;
+    }
     for (size_t i = 0; i < text.size();) {
       if (text.compare(i, kSpaceSymbol.size(), kSpaceSymbol) == 0) {
-        piece += ' ';
+        out += ' ';
         i += kSpaceSymbol.size();
       } else {
-        piece += text[i++];
+        out += text[i++];
       }
     }
-    if (first && m.add_dummy_prefix && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
-    first = false;
-    out += piece;
   }
   flush_bytes();
   return out;
