@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/causal_softmax.h"
+#include "kernels/rope.h"
 #ifdef LAYERPRUNE_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -77,6 +78,28 @@ TEST(CausalSoftmax, CudaEqualsReference) {
     EXPECT_LT((got - want).abs().max().item<float>(), 1e-5);
   }
 #endif
+}
+
+TEST(Rope, FusedEqualsReference) {
+  struct RopeShape {
+    int64_t B, T, heads, hd, start;
+  };
+  for (const RopeShape& s : {RopeShape{1, 1, 1, 2, 0}, RopeShape{2, 7, 3, 8, 0}, RopeShape{3, 5, 4, 6, 11},
+                             RopeShape{1, 33, 12, 64, 90}, RopeShape{2, 1, 2, 16, 127}}) {
+    const int64_t max_pos = 128;
+    at::Tensor ang = at::outer(at::arange(max_pos, at::kFloat), at::rand({s.hd / 2}));
+    at::Tensor cos = ang.cos().contiguous(), sin = ang.sin().contiguous();
+    at::Tensor x = at::randn({s.B, s.T, s.heads * s.hd});
+    at::Tensor want = kernels::rope_reference(x, s.heads, s.start, cos, sin);
+    EXPECT_LT((kernels::rope(x, s.heads, s.start, cos, sin) - want).abs().max().item<float>(), 1e-6);
+    at::Tensor xb = x.to(at::kBFloat16);
+    at::Tensor got_b = kernels::rope(xb, s.heads, s.start, cos, sin);
+    EXPECT_EQ(got_b.scalar_type(), at::kBFloat16);
+    EXPECT_LT((got_b.to(at::kFloat) - kernels::rope_reference(xb, s.heads, s.start, cos, sin).to(at::kFloat)).abs().max().item<float>(), 0.02);
+  }
+  at::Tensor cos = at::ones({4, 2}), sin = at::zeros({4, 2});
+  EXPECT_THROW(kernels::rope(at::randn({1, 5, 4}), 1, 0, cos, sin), std::invalid_argument) << "5 positions > table";
+  EXPECT_THROW(kernels::rope(at::randn({1, 2, 6}), 1, 0, cos, sin), std::invalid_argument) << "head_dim 6 != 2 x 2";
 }
 
 TEST(Nccl, LibraryIsLinkedWhereCudaIs) {

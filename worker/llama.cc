@@ -1,12 +1,15 @@
 #include "worker/llama.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 
 #include "common/error.h"
 #include "kernels/causal_softmax.h"
+#include "kernels/rope.h"
 #include "worker/llama_tensors.h"
+#include "worker/runtime.h"
 #include "worker/safetensors.h"
 #include "worker/tensor_io.h"
 
@@ -27,12 +30,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return (xf * inv).to(x.scalar_type()).mul_(weight);
 }
 
-// HF's RoPE layout: the head dim is [first half | second half] and rotate_half(x) = [-x2 | x1].
-at::Tensor rotate_half(const at::Tensor& x) {
-  int64_t half = x.size(-1) / 2;
-  return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
-}
-
 }  // namespace
 
 LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
@@ -43,9 +40,8 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
   at::Tensor inv_freq = at::pow(config_.rope_theta, at::arange(0, hd, 2, at::kDouble) / double(hd)).reciprocal();
   at::Tensor pos = at::arange(config_.max_position_embeddings, at::kDouble);
   at::Tensor angles = at::outer(pos, inv_freq);               // [P, hd/2]
-  at::Tensor emb = at::cat({angles, angles}, -1);             // [P, hd], rotate-half layout
-  rope_cos_ = emb.cos().to(at::kFloat);
-  rope_sin_ = emb.sin().to(at::kFloat);
+  rope_cos_ = angles.cos().to(at::kFloat).contiguous();
+  rope_sin_ = angles.sin().to(at::kFloat).contiguous();
 }
 
 LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) {
@@ -106,23 +102,14 @@ std::vector<int64_t> LlamaModel::kept_layers(const std::vector<int64_t>& layers)
   return layers;
 }
 
-at::Tensor LlamaModel::rope(const at::Tensor& x, int64_t start) const {
-  int64_t T = x.size(2);
-  at::Tensor cos = rope_cos_.narrow(0, start, T).to(x.scalar_type());  // [T, hd] broadcast over [B, h, T, hd]
-  at::Tensor sin = rope_sin_.narrow(0, start, T).to(x.scalar_type());
-  return x * cos + rotate_half(x) * sin;
-}
-
 at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& xn, int64_t start,
                                  at::Tensor* k_cache, at::Tensor* v_cache) const {
   const int64_t B = xn.size(0), T = xn.size(1);
   const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, hd = config_.head_dim();
   const int64_t rep = H / KV;
-  at::Tensor q = at::linear(xn, w.wq).view({B, T, H, hd}).transpose(1, 2);   // [B, H, T, hd]
-  at::Tensor k = at::linear(xn, w.wk).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
-  at::Tensor v = at::linear(xn, w.wv).view({B, T, KV, hd}).transpose(1, 2);
-  q = rope(q, start);
-  k = rope(k, start);
+  at::Tensor q = kernels::rope(at::linear(xn, w.wq), H, start, rope_cos_, rope_sin_).view({B, T, H, hd}).transpose(1, 2);
+  at::Tensor k = kernels::rope(at::linear(xn, w.wk), KV, start, rope_cos_, rope_sin_).view({B, T, KV, hd}).transpose(1, 2);
+  at::Tensor v = at::linear(xn, w.wv).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
   if (k_cache) {
     if (k_cache->defined()) {
       k = at::cat({*k_cache, k}, 2);
@@ -133,17 +120,25 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   }
   const int64_t S = k.size(2);  // keys: cached + new
   // GQA without copying K/V: query heads h = g*rep + r share KV head g, so fold the rep query heads of a
-  // group into the row dimension: [B, KV, rep*T, hd] x [B, KV, hd, S].
-  at::Tensor qg = q.reshape({B, KV, rep * T, hd});
-  at::Tensor scores = at::matmul(qg, k.transpose(2, 3));  // [B, KV, rep*T, S]
-  if (scores.scalar_type() != at::kFloat) scores = scores.to(at::kFloat);  // softmax in float32, as HF does
-  // Scale, causal mask (query i at position start+i sees keys j <= start+i) and softmax in one pass.
-  kernels::causal_softmax(scores.view({B * KV, rep * T, S}), T, start, float(1.0 / std::sqrt(double(hd))));
-  at::Tensor probs = scores.to(v.scalar_type());
-  at::Tensor out = at::matmul(probs, v)                     // [B, KV, rep*T, hd]
-                       .view({B, H, T, hd})
-                       .transpose(1, 2)
-                       .reshape({B, T, H * hd});
+  // group into the row dimension: [rep*T, hd] x [hd, S] per (sequence, KV head). The groups run in
+  // parallel, each a chain of two small products and the softmax whose scores stay in cache; a batched
+  // product over all heads would run on one thread (LibTorch's CPU bmm) and spill the scores to memory.
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  at::Tensor qg = q.reshape({B * KV, rep * T, hd});  // contiguous copy: one matrix per group
+  at::Tensor kg = k.reshape({B * KV, S, hd}), vg = v.reshape({B * KV, S, hd});
+  at::Tensor out = at::empty({B * KV, rep * T, hd}, q.options());
+  SingleThreadedBlas one_blas_thread_per_group;
+  at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      at::Tensor scores = at::mm(qg[i], kg[i].t());  // [rep*T, S]
+      if (scores.scalar_type() != at::kFloat) scores = scores.to(at::kFloat);  // softmax in float32, as HF does
+      // Scale, causal mask (query i at position start+i sees keys j <= start+i) and softmax in one pass.
+      kernels::causal_softmax(scores.unsqueeze(0), T, start, scale);
+      at::Tensor out_i = out[i];
+      at::mm_out(out_i, scores.to(v.scalar_type()), vg[i]);
+    }
+  });
+  out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
   return at::linear(out, w.wo);
 }
 

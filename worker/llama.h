@@ -85,11 +85,10 @@ class LlamaModel {
  private:
   at::Tensor attention(const LlamaLayerWeights& w, const at::Tensor& xn, int64_t start, at::Tensor* k_cache,
                        at::Tensor* v_cache) const;
-  at::Tensor rope(const at::Tensor& x, int64_t start) const;  // x: [B, heads, T, hd]
 
   LlamaConfig config_;
   LlamaWeights weights_;
-  at::Tensor rope_cos_, rope_sin_;      // [max_pos, hd] float32, HF rotate-half layout
+  at::Tensor rope_cos_, rope_sin_;      // [max_pos, hd/2] float32: cos and sin of position x frequency
   uint64_t mapped_bytes_ = 0, copied_bytes_ = 0;
   std::shared_ptr<const void> keepalive_;  // the checkpoint mapping the weights point into
 };

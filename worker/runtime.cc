@@ -9,6 +9,16 @@
 
 namespace layerprune {
 
+namespace {
+using SetThreads = void (*)(int);
+// The BLAS behind LibTorch is whatever libblas.so.3 points at; OpenBLAS exposes its own thread knob.
+SetThreads openblas_set_threads() {
+  static SetThreads set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  return set;
+}
+int g_blas_threads = 1;
+}  // namespace
+
 void ensure_passive_openmp(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("LAYERPRUNE_NO_REEXEC") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -26,10 +36,17 @@ int configure_threads(int requested) {
   if (n <= 0) n = int(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
   at::set_num_threads(n);
-  // The BLAS behind LibTorch is whatever libblas.so.3 points at; OpenBLAS exposes its own knob.
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(n);
+  g_blas_threads = n;
+  if (auto set = openblas_set_threads()) set(n);
   return n;
+}
+
+SingleThreadedBlas::SingleThreadedBlas() {
+  if (auto set = openblas_set_threads(); set && g_blas_threads > 1) set(1);
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
+  if (auto set = openblas_set_threads(); set && g_blas_threads > 1) set(g_blas_threads);
 }
 
 }  // namespace layerprune

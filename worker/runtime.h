@@ -13,4 +13,15 @@ void ensure_passive_openmp(char** argv);
 // cores). Returns the number used.
 int configure_threads(int requested);
 
+// While alive, BLAS calls run on the calling thread only. For code that calls BLAS from inside
+// at::parallel_for: otherwise every OpenMP thread starts its own set of OpenBLAS threads, and the spinning
+// pools oversubscribe the cores (the forward pass then ran slower on 2 threads than on 1).
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas();
+  ~SingleThreadedBlas();
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+};
+
 }  // namespace layerprune
