@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
+#include "common/version.h"
 #include "worker/runtime.h"
 
 namespace {
@@ -36,7 +37,7 @@ void usage(std::FILE* out) {
   std::fprintf(out, "usage: layerprune COMMAND [options]   (layerprune COMMAND --help for its options)\n\n"
                     "Layer pruning of Llama-family models (Gromov et al. 2024).\n\ncommands:\n");
   for (const auto& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
-  std::fprintf(out, "\nversion %s\n", LAYERPRUNE_VERSION);
+  std::fprintf(out, "\nversion %s\n", layerprune_version());
 }
 
 bool wants_json(int argc, char** argv) {
@@ -65,7 +66,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) {
-    std::printf("layerprune %s\n", LAYERPRUNE_VERSION);
+    std::printf("layerprune %s\n", layerprune_version());
     return 0;
   }
   const bool json = wants_json(argc, argv);

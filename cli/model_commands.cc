@@ -12,6 +12,7 @@
 #include "common/hashing.h"
 #include "common/progress.h"
 #include "common/text_file.h"
+#include "common/version.h"
 #include "worker/generate.h"
 #include "worker/llama.h"
 #include "worker/llama2c.h"
@@ -141,7 +142,9 @@ int loss(int argc, char** argv) {
     std::cout << json{{"mean_nll", r.mean_nll}, {"mean_nll_over_ln_vocab", r.normalized},
                       {"stream_tokens", r.stream_tokens}, {"windows", r.windows},
                       {"predicted_tokens", r.predicted_tokens}, {"context", r.context},
-                      {"data", p.get("data")}, {"data_sha256", sha256_hex(text)}, {"recipe", kLossRecipe}}.dump()
+                      {"data", p.get("data")}, {"data_sha256", sha256_hex(text)}, {"recipe", kLossRecipe},
+                      {"model", p.get("model")}, {"tokenizer_sha256", m.tokenizer.file_sha256()},
+                      {"code_version", layerprune_version()}}.dump()
               << std::endl;
   } else {
     std::printf("loss %.6f nats/token (%.6f of ln(vocab)) over %lld predicted tokens in %lld windows of %lld\n",

@@ -14,6 +14,7 @@ namespace layerprune {
 namespace {
 
 struct Case {
+  const char* name;
   const char* golden;
   const char* model;
 };
@@ -56,8 +57,9 @@ TEST_P(TokenizerGolden, WholeTinyStoriesFileAsOneStream) {
 }
 
 INSTANTIATE_TEST_SUITE_P(BothLlamaTokenizers, TokenizerGolden,
-                         ::testing::Values(Case{"tests/golden/token_ids_tok512.json", "stories260K/tok512.model"},
-                                           Case{"tests/golden/token_ids_llama2.json", "llama2/tokenizer/tokenizer.model"}));
+                         ::testing::Values(Case{"tok512", "tests/golden/token_ids_tok512.json", "stories260K/tok512.model"},
+                                           Case{"llama2", "tests/golden/token_ids_llama2.json", "llama2/tokenizer/tokenizer.model"}),
+                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 TEST(Tokenizer, SpecialIdsAndStreamingText) {
   LP_REQUIRE_DATA(model, "stories260K/tok512.model");
