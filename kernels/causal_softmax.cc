@@ -1,4 +1,5 @@
 #include "kernels/causal_softmax.h"
+#include "kernels/fast_exp.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -24,27 +25,6 @@ void causal_softmax_reference(float* scores, int64_t N, int64_t R, int64_t S, in
 
 namespace {
 
-// exp(x) for x <= 0 (softmax arguments after subtracting the row maximum), vectorisable: 2^n * p(r) with
-// n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for accuracy) and Cephes' degree-6 polynomial for
-// e^r on [-ln2/2, ln2/2]; relative error ~1e-7. Written as plain float/int arithmetic so GCC vectorises
-// the loops that call it (std::exp is a scalar libm call here).
-inline float exp_nonpositive(float x) {
-  x = x < -87.f ? -87.f : x;  // below this e^x underflows; keep 2^n a normal float
-  const float n = __builtin_roundf(x * 1.44269504088896341f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const int32_t bits = (int32_t(n) + 127) << 23;
-  float scale;
-  __builtin_memcpy(&scale, &bits, 4);
-  return p * scale;
-}
-
 // One row: max, then exp and sum, then normalise; the masked tail is zeroed.
 __attribute__((target_clones("avx2", "default")))
 void softmax_row(float* __restrict row, int64_t valid, int64_t S, float scale) {
@@ -53,7 +33,7 @@ void softmax_row(float* __restrict row, int64_t valid, int64_t S, float scale) {
   const float shift = mx * scale;
   float sum = 0.f;
   for (int64_t j = 0; j < valid; ++j) {
-    const float e = exp_nonpositive(row[j] * scale - shift);
+    const float e = fast_exp(row[j] * scale - shift);
     row[j] = e;
     sum += e;
   }

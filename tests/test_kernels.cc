@@ -8,6 +8,7 @@
 
 #include "kernels/causal_softmax.h"
 #include "kernels/rope.h"
+#include "kernels/swiglu.h"
 #ifdef LAYERPRUNE_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -100,6 +101,26 @@ TEST(Rope, FusedEqualsReference) {
   at::Tensor cos = at::ones({4, 2}), sin = at::zeros({4, 2});
   EXPECT_THROW(kernels::rope(at::randn({1, 5, 4}), 1, 0, cos, sin), std::invalid_argument) << "5 positions > table";
   EXPECT_THROW(kernels::rope(at::randn({1, 2, 6}), 1, 0, cos, sin), std::invalid_argument) << "head_dim 6 != 2 x 2";
+}
+
+TEST(Swiglu, FusedEqualsReference) {
+  for (int64_t n : {1, 7, 64, 1000, 40000}) {
+    at::Tensor g = at::randn({n}) * 6, u = at::randn({n});  // gates far into both tails of silu
+    at::Tensor want = kernels::swiglu_reference(g, u);
+    at::Tensor got = g.clone();
+    kernels::swiglu_(got, u);
+    EXPECT_LT(((got - want).abs() / (want.abs() + 1e-3)).max().item<float>(), 1e-5) << n;
+    at::Tensor gb = g.to(at::kBFloat16), ub = u.to(at::kBFloat16);
+    at::Tensor want_b = kernels::swiglu_reference(gb.to(at::kFloat), ub.to(at::kFloat));
+    kernels::swiglu_(gb, ub);
+    EXPECT_EQ(gb.scalar_type(), at::kBFloat16);
+    EXPECT_LT(((gb.to(at::kFloat) - want_b).abs() / (want_b.abs() + 1e-3)).max().item<float>(), 1e-2) << n;  // bf16 rounding
+  }
+  at::Tensor extreme = at::tensor({-200.f, -88.f, 0.f, 88.f, 200.f}), ones = at::ones({5});
+  kernels::swiglu_(extreme, ones);
+  EXPECT_TRUE(at::allclose(extreme, at::tensor({0.f, 0.f, 0.f, 88.f, 200.f}), 1e-5, 1e-6)) << extreme;
+  at::Tensor a = at::randn({4}), b = at::randn({5});
+  EXPECT_THROW(kernels::swiglu_(a, b), std::invalid_argument);
 }
 
 TEST(Nccl, LibraryIsLinkedWhereCudaIs) {

@@ -47,6 +47,19 @@ class Stories260K : public ::testing::Test {
 };
 TempDir* Stories260K::dir_ = nullptr;
 
+LlamaConfig shape(int64_t dim, int64_t ffn, int64_t layers, int64_t heads, int64_t kv_heads, int64_t vocab,
+                  int64_t context) {
+  LlamaConfig c;
+  c.hidden_size = dim;
+  c.intermediate_size = ffn;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = context;
+  return c;
+}
+
 at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).unsqueeze(0); }
 
 // Golden tensors written by tests/golden/make_golden.py.
@@ -134,9 +147,7 @@ TEST_F(Stories260K, LossEqualsPyTorchReference) {
 // A batch of different-length, right-padded sequences equals each sequence run alone.
 TEST(Llama, BatchOfNEqualsNSingleRuns) {
   TempDir d;
-  LlamaConfig c;
-  c.hidden_size = 32; c.intermediate_size = 50; c.num_hidden_layers = 3; c.num_attention_heads = 8;
-  c.num_key_value_heads = 2; c.vocab_size = 64; c.max_position_embeddings = 64;
+  LlamaConfig c = shape(32, 50, 3, 8, 2, 64, 64);
   make_random_model(c, d.path(), MakeModelOptions{});
   LlamaModel m = LlamaModel::load(d.path());
   std::vector<std::vector<int64_t>> seqs = {{1, 5, 9, 3, 7, 2, 8}, {1, 4}, {1, 60, 61, 62, 63}};
@@ -157,9 +168,7 @@ TEST(Llama, BatchOfNEqualsNSingleRuns) {
 
 TEST(Llama, KVCacheEqualsFullForward) {
   TempDir d;
-  LlamaConfig c;
-  c.hidden_size = 32; c.intermediate_size = 48; c.num_hidden_layers = 2; c.num_attention_heads = 4;
-  c.num_key_value_heads = 4; c.vocab_size = 40; c.max_position_embeddings = 32;
+  LlamaConfig c = shape(32, 48, 2, 4, 4, 40, 32);
   make_random_model(c, d.path(), MakeModelOptions{});
   LlamaModel m = LlamaModel::load(d.path());
   std::vector<int64_t> ids = {1, 3, 5, 7, 11, 13, 17, 19, 23};
@@ -175,9 +184,7 @@ TEST(Llama, KVCacheEqualsFullForward) {
 // Running with a subset of layers equals a model whose checkpoint holds only those layers.
 TEST(Llama, KeptLayersEqualSmallerModel) {
   TempDir d;
-  LlamaConfig c;
-  c.hidden_size = 32; c.intermediate_size = 40; c.num_hidden_layers = 5; c.num_attention_heads = 4;
-  c.num_key_value_heads = 2; c.vocab_size = 50; c.max_position_embeddings = 16;
+  LlamaConfig c = shape(32, 40, 5, 4, 2, 50, 16);
   make_random_model(c, d.path(), MakeModelOptions{});
   LlamaModel m = LlamaModel::load(d.path());
   std::vector<int64_t> kept = {0, 1, 4};
@@ -205,9 +212,7 @@ TEST(Llama, KeptLayersEqualSmallerModel) {
 
 TEST(Llama, RejectsBadTokensAndOverlongInput) {
   TempDir d;
-  LlamaConfig c;
-  c.hidden_size = 16; c.intermediate_size = 16; c.num_hidden_layers = 1; c.num_attention_heads = 2;
-  c.num_key_value_heads = 2; c.vocab_size = 10; c.max_position_embeddings = 8;
+  LlamaConfig c = shape(16, 16, 1, 2, 2, 10, 8);
   make_random_model(c, d.path(), MakeModelOptions{});
   LlamaModel m = LlamaModel::load(d.path());
   EXPECT_THROW(m.forward(ids_tensor({1, 10})), InputError);
@@ -242,9 +247,7 @@ TEST(Llama, RandomModelsEqualPyTorchReference) {
 
 TEST(Llama, Bfloat16ComputeTracksFloat32) {
   TempDir d;
-  LlamaConfig c;
-  c.hidden_size = 64; c.intermediate_size = 96; c.num_hidden_layers = 2; c.num_attention_heads = 4;
-  c.num_key_value_heads = 2; c.vocab_size = 100; c.max_position_embeddings = 32;
+  LlamaConfig c = shape(64, 96, 2, 4, 2, 100, 32);
   make_random_model(c, d.path(), MakeModelOptions{});
   LlamaModel f32 = LlamaModel::load(d.path());
   LoadOptions lo;

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "kernels/causal_softmax.h"
 #include "kernels/rope.h"
+#include "kernels/swiglu.h"
 #include "worker/llama_tensors.h"
 #include "worker/runtime.h"
 #include "worker/safetensors.h"
@@ -172,8 +173,8 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
                              cache ? &cache->v[i] : nullptr);
     x = x + h;
     at::Tensor xn = rms_norm(x, w.ffn_norm, eps);
-    at::Tensor gate = at::silu(at::linear(xn, w.w_gate));
-    x = x + at::linear(gate.mul_(at::linear(xn, w.w_up)), w.w_down);
+    at::Tensor gate = at::linear(xn, w.w_gate);
+    x = x + at::linear(kernels::swiglu_(gate, at::linear(xn, w.w_up)), w.w_down);
   }
   if (options.return_hidden) result.hidden.push_back(x);
   if (cache) cache->length += T;

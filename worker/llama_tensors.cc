@@ -28,11 +28,6 @@ std::vector<ExpectedTensor> llama_tensor_layout(const LlamaConfig& c) {
 }
 
 namespace {
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
-}
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -45,12 +40,12 @@ void check_llama_checkpoint(const Checkpoint& ckpt, const LlamaConfig& config) {
     expected.insert(e.name);
     const TensorView* v = ckpt.find(e.name);
     if (!v) {
-      problems.push_back("missing tensor '" + e.name + "' " + shape_str(e.shape));
+      problems.push_back("missing tensor '" + e.name + "' " + shape_string(e.shape));
       continue;
     }
     if (v->shape != e.shape)
-      problems.push_back(v->file + ": tensor '" + e.name + "' has shape " + shape_str(v->shape) + ", config.json implies " +
-                         shape_str(e.shape));
+      problems.push_back(v->file + ": tensor '" + e.name + "' has shape " + shape_string(v->shape) + ", config.json implies " +
+                         shape_string(e.shape));
     if (v->dtype != DType::F32 && v->dtype != DType::F16 && v->dtype != DType::BF16)
       problems.push_back(v->file + ": tensor '" + e.name + "' has dtype " + dtype_name(v->dtype) +
                          " (weights must be F32, F16 or BF16)");

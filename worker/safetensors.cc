@@ -28,13 +28,13 @@ int64_t TensorView::numel() const {
   return n;
 }
 
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& s) {
+std::string shape_string(const std::vector<int64_t>& s) {
   std::string o = "[";
   for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
   return o + "]";
 }
+
+namespace {
 
 // Parses one header entry into a view (without its data pointer), checking everything that can be
 // checked without the other entries.
@@ -68,7 +68,7 @@ TensorView parse_entry(const std::string& file, const std::string& name, const j
   if (end > data_size)
     fail("data_offsets " + off.dump() + " reach beyond the " + std::to_string(data_size) + " bytes of data (truncated file?)");
   if (bytes != (unsigned __int128)(end - begin))
-    fail("data_offsets " + off.dump() + " hold " + std::to_string(end - begin) + " bytes but shape " + shape_str(v.shape) +
+    fail("data_offsets " + off.dump() + " hold " + std::to_string(end - begin) + " bytes but shape " + shape_string(v.shape) +
          " x " + dt + " needs " + (bytes == cap ? std::string("2^64 or more") : std::to_string(uint64_t(bytes))));
   v.nbytes = size_t(end - begin);
   *begin_out = begin;
@@ -255,7 +255,7 @@ std::string header_json(const std::vector<TensorToWrite>& tensors, const std::ma
     for (int64_t d : t.shape) n *= d;
     if (uint64_t(n) * dtype_size(t.dtype) != t.nbytes)
       throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' has " + std::to_string(t.nbytes) +
-                                  " bytes for shape " + shape_str(t.shape));
+                                  " bytes for shape " + shape_string(t.shape));
     h[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.nbytes}}};
     offset += t.nbytes;
   }

@@ -13,6 +13,9 @@
 
 namespace layerprune {
 
+// "[2, 3]": shapes in error messages.
+std::string shape_string(const std::vector<int64_t>& shape);
+
 struct TensorView {
   std::string name;
   DType dtype = DType::F32;

@@ -96,6 +96,33 @@ size_t utf8_length(std::string_view s) {
   return n;
 }
 
+// Appends s to out, each malformed UTF-8 byte replaced by U+FFFD (what sentencepiece does to input text
+// and to decoded byte pieces alike).
+void append_utf8_replacing_invalid(std::string_view s, std::string* out) {
+  while (!s.empty()) {
+    size_t n = utf8_length(s);
+    if (n == 0) {
+      *out += "\xEF\xBF\xBD";
+      s.remove_prefix(1);
+    } else {
+      out->append(s.data(), n);
+      s.remove_prefix(n);
+    }
+  }
+}
+
+// Appends a piece's text with its '▁' turned back into spaces.
+void append_unescaped(std::string_view piece, std::string* out) {
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.compare(i, kSpaceSymbol.size(), kSpaceSymbol) == 0) {
+      *out += ' ';
+      i += kSpaceSymbol.size();
+    } else {
+      *out += piece[i++];
+    }
+  }
+}
+
 }  // namespace
 
 struct Tokenizer::Model {
@@ -220,17 +247,7 @@ namespace {
 std::string normalize(const Tokenizer::Model& m, const std::string& text) {
   std::string chars;
   chars.reserve(text.size());
-  std::string_view s(text);
-  while (!s.empty()) {
-    size_t n = utf8_length(s);
-    if (n == 0) {
-      chars += "\xEF\xBF\xBD";
-      s.remove_prefix(1);
-    } else {
-      chars.append(s.data(), n);
-      s.remove_prefix(n);
-    }
-  }
+  append_utf8_replacing_invalid(text, &chars);
   if (m.remove_extra_whitespaces) {
     std::string squeezed;
     squeezed.reserve(chars.size());
@@ -342,17 +359,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const bool strip_start = m.add_dummy_prefix || m.remove_extra_whitespaces;
   bool bos_ws_seen = false;
   auto flush_bytes = [&]() {
-    std::string_view s(pending_bytes);
-    while (!s.empty()) {  // invalid sequences decode to U+FFFD per byte, as sentencepiece does
-      size_t n = utf8_length(s);
-      if (n == 0) {
-        out += "\xEF\xBF\xBD";
-        s.remove_prefix(1);
-      } else {
-        out.append(s.data(), n);
-        s.remove_prefix(n);
-      }
-    }
+    append_utf8_replacing_invalid(pending_bytes, &out);
     pending_bytes.clear();
   };
   for (int32_t id : ids) {
@@ -374,14 +381,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
       text.remove_prefix(kSpaceSymbol.size());
       bos_ws_seen = !m.remove_extra_whitespaces;
     }
-    for (size_t i = 0; i < text.size();) {
-      if (text.compare(i, kSpaceSymbol.size(), kSpaceSymbol) == 0) {
-        out += ' ';
-        i += kSpaceSymbol.size();
-      } else {
-        out += text[i++];
-      }
-    }
+    append_unescaped(text, &out);
   }
   flush_bytes();
   return out;
@@ -393,14 +393,7 @@ std::string Tokenizer::token_text(int32_t prev, int32_t id) const {
   const auto& p = m.pieces[size_t(id)];
   if (p.type == kByte) return std::string(1, char(std::stoi(p.text.substr(3, 2), nullptr, 16)));
   std::string out;
-  for (size_t i = 0; i < p.text.size();) {
-    if (p.text.compare(i, kSpaceSymbol.size(), kSpaceSymbol) == 0) {
-      out += ' ';
-      i += kSpaceSymbol.size();
-    } else {
-      out += p.text[i++];
-    }
-  }
+  append_unescaped(p.text, &out);
   if (prev == m.bos_id && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
