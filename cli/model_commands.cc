@@ -112,6 +112,7 @@ int generate(int argc, char** argv) {
               << std::endl;
   } else {
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr, "%zu tokens, %.1f tokens/s (stopped: %s)\n", r.new_ids.size(), r.tokens_per_second,
                  r.stop_reason.c_str());
   }

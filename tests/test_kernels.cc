@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/causal_softmax.h"
+#include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #ifdef LAYERPRUNE_HAVE_CUDA
@@ -101,6 +102,19 @@ TEST(Rope, FusedEqualsReference) {
   at::Tensor cos = at::ones({4, 2}), sin = at::zeros({4, 2});
   EXPECT_THROW(kernels::rope(at::randn({1, 5, 4}), 1, 0, cos, sin), std::invalid_argument) << "5 positions > table";
   EXPECT_THROW(kernels::rope(at::randn({1, 2, 6}), 1, 0, cos, sin), std::invalid_argument) << "head_dim 6 != 2 x 2";
+}
+
+TEST(RmsNorm, FusedEqualsReference) {
+  for (auto shape : std::vector<std::vector<int64_t>>{{1}, {3, 7}, {2, 5, 64}, {4, 33, 100}, {1, 1, 768}}) {
+    at::Tensor x = at::randn(shape) * 3, w = at::randn({shape.back()});
+    at::Tensor want = kernels::rms_norm_reference(x, w, 1e-5);
+    EXPECT_LT((kernels::rms_norm(x, w, 1e-5) - want).abs().max().item<float>(), 1e-5);
+    at::Tensor xb = x.to(at::kBFloat16), wb = w.to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(kernels::rms_norm(xb, wb, 1e-5), kernels::rms_norm_reference(xb, wb, 1e-5)));
+  }
+  at::Tensor zeros = at::zeros({2, 8});
+  EXPECT_EQ(kernels::rms_norm(zeros, at::ones({8}), 1e-6).abs().max().item<float>(), 0.f) << "eps keeps 0/0 away";
+  EXPECT_THROW(kernels::rms_norm(at::randn({2, 8}), at::ones({7}), 1e-6), std::invalid_argument);
 }
 
 TEST(Swiglu, FusedEqualsReference) {

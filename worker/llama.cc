@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "kernels/causal_softmax.h"
+#include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "worker/llama_tensors.h"
@@ -21,17 +22,6 @@ at::ScalarType parse_compute_dtype(const std::string& name) {
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
   throw InputError("unsupported compute dtype '" + name + "' (use float32 or bfloat16)");
 }
-
-namespace {
-
-// RMSNorm (Zhang & Sennrich 2019) as HF computes it: in float32, then back to the activation dtype.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor xf = x.to(at::kFloat);  // the same tensor when x is float32: never write into it
-  at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true).add_(eps));
-  return (xf * inv).to(x.scalar_type()).mul_(weight);
-}
-
-}  // namespace
 
 LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
@@ -169,16 +159,16 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
   for (size_t i = 0; i < kept.size(); ++i) {
     const LlamaLayerWeights& w = weights_.layers[kept[i]];
     if (options.return_hidden) result.hidden.push_back(x);
-    at::Tensor h = attention(w, rms_norm(x, w.attn_norm, eps), start, cache ? &cache->k[i] : nullptr,
+    at::Tensor h = attention(w, kernels::rms_norm(x, w.attn_norm, eps), start, cache ? &cache->k[i] : nullptr,
                              cache ? &cache->v[i] : nullptr);
     x = x + h;
-    at::Tensor xn = rms_norm(x, w.ffn_norm, eps);
+    at::Tensor xn = kernels::rms_norm(x, w.ffn_norm, eps);
     at::Tensor gate = at::linear(xn, w.w_gate);
     x = x + at::linear(kernels::swiglu_(gate, at::linear(xn, w.w_up)), w.w_down);
   }
   if (options.return_hidden) result.hidden.push_back(x);
   if (cache) cache->length += T;
-  if (options.logits) result.logits = at::linear(rms_norm(x, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
+  if (options.logits) result.logits = at::linear(kernels::rms_norm(x, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
   return result;
 }
 
