@@ -1,9 +1,11 @@
-// safetensors reading and writing, the Llama tensor contract, and config.json. The hostile-file cases also
-// run under AddressSanitizer + UBSan (test_safetensors_asan, see tests/CMakeLists.txt).
+// The safetensors reader and writer: round trips (single file and shards), then hostile files, each of
+// which must produce its own InputError (never a crash), and a mutation fuzz loop. Also built under
+// ASan+UBSan as test_safetensors_asan.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -11,304 +13,508 @@
 #include "common/error.h"
 #include "common/text_file.h"
 #include "tests/test_support.h"
-#include "worker/llama_config.h"
-#include "worker/llama_tensors.h"
 #include "worker/safetensors.h"
 
 namespace layerprune {
 namespace {
 
+namespace fs = std::filesystem;
 using testing::TempDir;
 
-// A file made of a hand-written header and `data_bytes` bytes of data.
-std::string raw_file(const std::string& header, size_t data_bytes) {
-  std::string out(8, '\0');
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[i] = char(n >> (8 * i));
-  return out + header + std::string(data_bytes, '\x01');
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE(std::string(text).find(part), std::string::npos) << "expected \"" << (part) << "\" in: " << (text)
+
+// The InputError message `f` throws ("" and a test failure when it throws nothing).
+template <typename F>
+std::string input_error(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
 }
 
-// Expects SafetensorsFile::open to throw an InputError whose message contains `needle`.
-void expect_error(const std::string& path, const std::string& needle) {
-  try {
-    SafetensorsFile::open(path);
-    FAIL() << "expected an error containing '" << needle << "'";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << "the message names the file: " << e.what();
+std::string le64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = char(uint8_t(v >> (8 * i)));
+  return s;
+}
+
+// A safetensors file byte by byte: header length, header, data.
+std::string raw_file(const std::string& header, const std::string& data) { return le64(header.size()) + header + data; }
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::string open_error(const TempDir& dir, const std::string& bytes, const std::string& name = "model.safetensors") {
+  write_bytes(dir.file(name), bytes);
+  return input_error([&] { SafetensorsFile::open(dir.file(name)); });
+}
+
+// Tensors with distinct contents, to write and read back.
+struct Sample {
+  std::vector<float> a{1.5f, -2.f, 3.25f, 0.f, 1e-3f, 7.f};
+  std::vector<uint16_t> b{0x3f80, 0x4000, 0xbf80, 0x0000, 0x7f80};  // BF16 bit patterns
+  int64_t c = -42;
+  std::vector<TensorToWrite> tensors() const {
+    return {{"model.a", DType::F32, {2, 3}, a.data(), a.size() * 4},
+            {"model.b", DType::BF16, {5}, b.data(), b.size() * 2},
+            {"scalar.c", DType::I64, {}, &c, 8},
+            {"empty.d", DType::F16, {0, 4}, nullptr, 0}};
+  }
+};
+
+void expect_same(const TensorView& v, const TensorToWrite& t) {
+  EXPECT_EQ(v.name, t.name);
+  EXPECT_EQ(v.dtype, t.dtype) << t.name;
+  EXPECT_EQ(v.shape, t.shape) << t.name;
+  ASSERT_EQ(v.nbytes, t.nbytes) << t.name;
+  if (t.nbytes) EXPECT_EQ(std::memcmp(v.data, t.data, t.nbytes), 0) << t.name;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Round trips
+// ------------------------------------------------------------------------------------------------
+
+TEST(Safetensors, WriteThenReadBack) {
+  TempDir dir;
+  Sample s;
+  const std::string path = dir.file("model.safetensors");
+  write_safetensors(path, s.tensors(), {{"format", "pt"}, {"source", "test"}});
+
+  const std::string bytes = read_file(path);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | uint8_t(bytes[i]);
+  EXPECT_EQ(header_len % 8, 0u) << "header padded to 8 bytes";
+  EXPECT_EQ(bytes.size(), 8 + header_len + 24 + 10 + 8);  // contiguous data, no padding between tensors
+
+  auto f = SafetensorsFile::open(path);
+  EXPECT_EQ(f->path(), path);
+  ASSERT_EQ(f->tensors().size(), 4u);
+  for (size_t i = 0; i < 4; ++i) expect_same(f->tensors()[i], s.tensors()[i]);  // header order = written order
+  EXPECT_EQ(f->metadata(), (std::map<std::string, std::string>{{"format", "pt"}, {"source", "test"}}));
+  ASSERT_NE(f->find("scalar.c"), nullptr);
+  EXPECT_EQ(f->find("scalar.c")->numel(), 1);
+  EXPECT_EQ(f->find("empty.d")->numel(), 0);
+  EXPECT_EQ(f->find("absent"), nullptr);
+  EXPECT_EQ(f->tensors()[0].file, path);
+}
+
+TEST(Safetensors, NoTensorsAndNoMetadata) {
+  TempDir dir;
+  write_safetensors(dir.file("x.safetensors"), {});
+  auto f = SafetensorsFile::open(dir.file("x.safetensors"));
+  EXPECT_TRUE(f->tensors().empty());
+  EXPECT_TRUE(f->metadata().empty());
+}
+
+TEST(Safetensors, WriterRejectsInconsistentTensors) {
+  TempDir dir;
+  float x[4] = {};
+  EXPECT_THROW(write_safetensors(dir.file("a"), {{"t", DType::F32, {3}, x, 16}}), std::invalid_argument);
+  EXPECT_THROW(write_safetensors(dir.file("a"), {{"t", DType::F32, {4}, x, 16}, {"t", DType::F32, {4}, x, 16}}),
+               std::invalid_argument);
+  EXPECT_THROW(write_safetensors(dir.file("a"), {{"__metadata__", DType::F32, {4}, x, 16}}), std::invalid_argument);
+  EXPECT_THROW(write_safetensors(dir.file("a"), {{"t", DType::F32, {-4}, x, 16}}), std::invalid_argument);
+  EXPECT_THROW(write_safetensors(dir.file("no/such/dir/a"), {}), InputError);
+  EXPECT_FALSE(fs::exists(dir.file("a")));
+  // Nothing but the directory's own files: failed writes leave no temporary behind.
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+TEST(Checkpoint, SingleFileByDirectoryOrPath) {
+  TempDir dir;
+  Sample s;
+  write_safetensors(dir.file("model.safetensors"), s.tensors());
+  for (const std::string& p : {dir.path(), dir.file("model.safetensors")}) {
+    Checkpoint c = Checkpoint::open(p);
+    EXPECT_EQ(c.path(), p);
+    EXPECT_EQ(c.names(), (std::vector<std::string>{"model.a", "model.b", "scalar.c", "empty.d"}));
+    EXPECT_EQ(c.total_bytes(), 24u + 10 + 8);
+    expect_same(c.tensor("model.b"), s.tensors()[1]);
+    EXPECT_EQ(c.find("nope"), nullptr);
+    const std::string err = input_error([&] { c.tensor("model.layers.0.mlp.up_proj.weight"); });
+    EXPECT_CONTAINS(err, p);
+    EXPECT_CONTAINS(err, "'model.layers.0.mlp.up_proj.weight'");
   }
 }
 
-TEST(Safetensors, WriteReadRoundTrip) {
-  TempDir d;
-  std::vector<float> a = {1.f, 2.f, 3.f, 4.f, 5.f, 6.f};
-  std::vector<uint16_t> b = {0x3f80, 0x4000, 0x4040};  // bf16 1, 2, 3
-  std::vector<float> empty;
-  write_safetensors(d.file("m.safetensors"),
-                    {{"a", DType::F32, {2, 3}, a.data(), a.size() * 4},
-                     {"b", DType::BF16, {3}, b.data(), b.size() * 2},
-                     {"empty", DType::F32, {0, 4}, empty.data(), 0}},
-                    {{"format", "pt"}});
-  auto f = SafetensorsFile::open(d.file("m.safetensors"));
+TEST(Checkpoint, KeepaliveOutlivesTheCheckpoint) {
+  TempDir dir;
+  Sample s;
+  write_safetensors(dir.file("model.safetensors"), s.tensors());
+  std::shared_ptr<const void> keep;
+  const TensorView* view = nullptr;
+  {
+    Checkpoint c = Checkpoint::open(dir.path());
+    Checkpoint copy = c;  // copies share the mappings
+    keep = c.keepalive();
+    view = &copy.tensor("model.a");
+  }
+  EXPECT_EQ(std::memcmp(view->data, s.a.data(), 24), 0);
+  EXPECT_EQ(view->name, "model.a");
+}
+
+TEST(Checkpoint, ShardedRoundTrip) {
+  TempDir dir;
+  std::vector<std::vector<float>> data;
+  std::vector<TensorToWrite> tensors;
+  const std::vector<int64_t> sizes = {4, 4, 2, 20, 1};  // 16, 16, 8, 80 (over the limit: its own shard), 4 bytes
+  for (size_t i = 0; i < sizes.size(); ++i) data.emplace_back(size_t(sizes[i]), float(i) + 0.5f);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    tensors.push_back({"t" + std::to_string(i), DType::F32, {sizes[i]}, data[i].data(), size_t(sizes[i]) * 4});
+  write_sharded_safetensors(dir.file("out"), tensors, 40, {{"format", "pt"}});
+
+  // Greedy packing: {t0, t1, t2} = 40 bytes, {t3} alone, {t4}.
+  const std::string shard1 = "model-00001-of-00003.safetensors", shard2 = "model-00002-of-00003.safetensors",
+                    shard3 = "model-00003-of-00003.safetensors";
+  for (const auto& s : {shard1, shard2, shard3}) EXPECT_TRUE(fs::exists(dir.file("out/" + s))) << s;
+  auto index = nlohmann::json::parse(read_file(dir.file("out/model.safetensors.index.json")));
+  EXPECT_EQ(index["metadata"]["total_size"], 124);
+  EXPECT_EQ(index["weight_map"]["t0"], shard1);
+  EXPECT_EQ(index["weight_map"]["t2"], shard1);
+  EXPECT_EQ(index["weight_map"]["t3"], shard2);
+  EXPECT_EQ(index["weight_map"]["t4"], shard3);
+  EXPECT_EQ(SafetensorsFile::open(dir.file("out/" + shard2))->metadata().at("format"), "pt");
+
+  for (const std::string& p : {dir.file("out"), dir.file("out/model.safetensors.index.json")}) {
+    Checkpoint c = Checkpoint::open(p);
+    EXPECT_EQ(c.files().size(), 3u);
+    EXPECT_EQ(c.names(), (std::vector<std::string>{"t0", "t1", "t2", "t3", "t4"}));
+    EXPECT_EQ(c.total_bytes(), 124u);
+    for (const auto& t : tensors) expect_same(c.tensor(t.name), t);
+    EXPECT_EQ(c.tensor("t3").file, dir.file("out/" + shard2));
+  }
+}
+
+TEST(Checkpoint, PrefersTheIndexOverASingleFile) {
+  TempDir dir;
+  float one = 1.f, two = 2.f;
+  write_safetensors(dir.file("model.safetensors"), {{"w", DType::F32, {1}, &one, 4}});
+  write_sharded_safetensors(dir.path(), {{"w", DType::F32, {1}, &two, 4}}, 1 << 20);
+  Checkpoint c = Checkpoint::open(dir.path());
+  float got = 0;
+  std::memcpy(&got, c.tensor("w").data, 4);
+  EXPECT_EQ(got, 2.f);
+}
+
+TEST(Checkpoint, DirectoryWithoutSafetensors) {
+  TempDir dir;
+  std::string err = input_error([&] { Checkpoint::open(dir.path()); });
+  EXPECT_CONTAINS(err, dir.path());
+  EXPECT_CONTAINS(err, "model.safetensors.index.json");
+  EXPECT_CONTAINS(err, "model.safetensors)");
+
+  write_file(dir.file("pytorch_model.bin.index.json"), "{}");
+  err = input_error([&] { Checkpoint::open(dir.path()); });
+  EXPECT_CONTAINS(err, "PyTorch .bin checkpoints are not supported; convert to safetensors");
+
+  write_safetensors(dir.file("adapter.safetensors"), {});
+  err = input_error([&] { Checkpoint::open(dir.path()); });
+  EXPECT_CONTAINS(err, "adapter.safetensors");
+
+  err = input_error([&] { Checkpoint::open(dir.file("nothing-here")); });
+  EXPECT_CONTAINS(err, "nothing-here: no such file or directory");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hostile single files: each has its own message, naming the file and the tensor
+// ------------------------------------------------------------------------------------------------
+
+// A one-tensor header for 'w' with the given fields (JSON text).
+std::string entry(const std::string& fields) { return "{\"w\":{" + fields + "}}"; }
+
+TEST(SafetensorsHostile, EmptyAndTruncatedFiles) {
+  TempDir dir;
+  std::string err = open_error(dir, "");
+  EXPECT_CONTAINS(err, dir.file("model.safetensors"));
+  EXPECT_CONTAINS(err, "the file is empty");
+  err = open_error(dir, std::string("\x10\x00\x00", 3));
+  EXPECT_CONTAINS(err, "truncated: 3 bytes, shorter than the 8-byte header length");
+}
+
+TEST(SafetensorsHostile, HeaderLengthBeyondFileOrHuge) {
+  TempDir dir;
+  std::string err = open_error(dir, le64(1000) + "{}");
+  EXPECT_CONTAINS(err, "header length 1000 runs past the end of the file (10 bytes");
+  err = open_error(dir, le64(uint64_t(1) << 62) + "{}");
+  EXPECT_CONTAINS(err, "header length 4611686018427387904 exceeds the limit of 100000000 bytes");
+  err = open_error(dir, le64(~uint64_t(0)) + "{}");
+  EXPECT_CONTAINS(err, "exceeds the limit");
+  err = open_error(dir, le64(0));
+  EXPECT_CONTAINS(err, "header is not a JSON object");
+}
+
+TEST(SafetensorsHostile, HeaderNotJsonOrNotAnObject) {
+  TempDir dir;
+  std::string err = open_error(dir, raw_file("{\"w\": {\"dtype\": ", ""));
+  EXPECT_CONTAINS(err, "header is not valid JSON");
+  err = open_error(dir, raw_file("{} trailing", ""));
+  EXPECT_CONTAINS(err, "header is not valid JSON");
+  err = open_error(dir, raw_file("{\"w\": \"\xff\xfe\"}", ""));  // invalid UTF-8
+  EXPECT_CONTAINS(err, "header is not valid JSON");
+  err = open_error(dir, raw_file("[1, 2]  ", ""));
+  EXPECT_CONTAINS(err, "header is not a JSON object");
+  err = open_error(dir, raw_file("\"str\"", ""));
+  EXPECT_CONTAINS(err, "header is not a JSON object");
+  err = open_error(dir, raw_file("{\"w\": [1]}", ""));
+  EXPECT_CONTAINS(err, "tensor 'w': entry must be an object");
+  err = open_error(dir, raw_file("{\"w\": 5}", ""));
+  EXPECT_CONTAINS(err, "tensor 'w': entry must be an object");
+  // Padding with spaces is allowed; padding with NULs is not JSON.
+  write_bytes(dir.file("p"), raw_file("{}      ", ""));
+  EXPECT_NO_THROW(SafetensorsFile::open(dir.file("p")));
+  err = open_error(dir, raw_file(std::string("{}\0\0\0\0\0\0", 8), ""));
+  EXPECT_CONTAINS(err, "header is not valid JSON");
+}
+
+TEST(SafetensorsHostile, DeepNestingIsRejectedNotRecursed) {
+  TempDir dir;
+  const std::string deep = "{\"w\":{\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}}";
+  // An unknown field is skipped, however deep, without recursion; then the entry lacks its fields.
+  std::string err = open_error(dir, raw_file(deep, ""));
+  EXPECT_CONTAINS(err, "tensor 'w': missing field 'dtype'");
+  err = open_error(dir, raw_file(entry("\"shape\":[[[[1]]]]"), ""));
+  EXPECT_CONTAINS(err, "tensor 'w': field 'shape' must be a list of integers, not nested lists");
+}
+
+TEST(SafetensorsHostile, UnknownDtype) {
+  TempDir dir;
+  std::string err = open_error(dir, raw_file(entry("\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]"), "ab"));
+  EXPECT_CONTAINS(err, dir.file("model.safetensors") + ": tensor 'w': unknown dtype 'F8_E4M3'");
+  err = open_error(dir, raw_file(entry("\"dtype\":7,\"shape\":[2],\"data_offsets\":[0,2]"), "ab"));
+  EXPECT_CONTAINS(err, "tensor 'w': field 'dtype' must be a string");
+}
+
+TEST(SafetensorsHostile, BadShapes) {
+  TempDir dir;
+  std::string err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "tensor 'w': field 'shape' must hold non-negative 64-bit integers, found the number -1");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "tensor 'w': field 'shape' must hold non-negative 64-bit integers, found the number 1.5");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[\"4\"],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "found a string");
+  // 2^22 * 2^21 * 2^21 = 2^64 elements: the product overflows.
+  err = open_error(dir, raw_file(entry("\"dtype\":\"U8\",\"shape\":[4194304,2097152,2097152],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "tensor 'w': shape [4194304, 2097152, 2097152] x U8 has more bytes than fit in 64 bits");
+  // 2^62 elements fit; 2^62 x 4 bytes does not.
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[4611686018427387904],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "has more bytes than fit in 64 bits");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[18446744073709551615],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "shape dimension 18446744073709551615 is too large");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[99999999999999999999999],\"data_offsets\":[0,4]"), "abcd"));
+  EXPECT_CONTAINS(err, "found the number 99999999999999999999999");
+  // A zero in the shape makes any other dimension harmless.
+  write_bytes(dir.file("z"), raw_file(entry("\"dtype\":\"F32\",\"shape\":[0,9223372036854775807],\"data_offsets\":[0,0]"), ""));
+  EXPECT_NO_THROW(SafetensorsFile::open(dir.file("z")));
+}
+
+TEST(SafetensorsHostile, BadOffsets) {
+  TempDir dir;
+  std::string err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]"), "abcd"));
+  EXPECT_CONTAINS(err, "tensor 'w': data_offsets [0, 8] run past the end of the data (4 bytes");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[18446744073709551615,3]"), "abcd"));
+  EXPECT_CONTAINS(err, "tensor 'w': data_offsets [18446744073709551615, 3] begin after end");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]"), "abcd"));
+  EXPECT_CONTAINS(err, "data_offsets [4, 0] begin after end");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]"), "abcd"));
+  EXPECT_CONTAINS(err, "data_offsets must be [begin, end], found 3 numbers");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":{}"), "abcd"));
+  EXPECT_CONTAINS(err, "field 'data_offsets' must be a list of integers, not an object");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"F32\",\"shape\":[1]"), "abcd"));
+  EXPECT_CONTAINS(err, "tensor 'w': missing field 'data_offsets'");
+}
+
+TEST(SafetensorsHostile, SizeMismatch) {
+  TempDir dir;
+  const std::string header = "{\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,12]}}";
+  write_bytes(dir.file("model.safetensors"), raw_file(header, std::string(12, 'x')));
+  const std::string err = input_error([&] { SafetensorsFile::open(dir.file("model.safetensors")); });
+  EXPECT_CONTAINS(err, "model.safetensors: tensor 'model.norm.weight': data_offsets [0, 12] hold 12 bytes but shape "
+                       "[4] x F32 needs 16");
+}
+
+TEST(SafetensorsHostile, OverlapGapAndTrailingBytes) {
+  TempDir dir;
+  std::string err = open_error(
+      dir, raw_file("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+                    "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}",
+                    "abcdef"));
+  EXPECT_CONTAINS(err, "tensor 'b': data_offsets [2, 6] overlap tensor 'a' (which ends at 4)");
+  // The same bytes under two names is an overlap too.
+  err = open_error(dir, raw_file("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+                                 "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}",
+                                 "abcd"));
+  EXPECT_CONTAINS(err, "overlap tensor");
+  err = open_error(dir, raw_file("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},"
+                                 "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[4,6]}}",
+                                 "abcdef"));
+  EXPECT_CONTAINS(err, "tensor 'b': data_offsets [4, 6] leave a gap of 2 unused bytes");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]"), "abcdef"));
+  EXPECT_CONTAINS(err, "4 bytes after the last tensor belong to no tensor");
+  // Zero-length tensors may sit anywhere on a boundary.
+  write_bytes(dir.file("ok"), raw_file("{\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[2,2]},"
+                                       "\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},"
+                                       "\"f\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[2,2]}}",
+                                       "ab"));
+  auto f = SafetensorsFile::open(dir.file("ok"));
   ASSERT_EQ(f->tensors().size(), 3u);
-  const TensorView* va = f->find("a");
-  ASSERT_NE(va, nullptr);
-  EXPECT_EQ(va->shape, (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(va->numel(), 6);
-  EXPECT_EQ(std::memcmp(va->data, a.data(), 24), 0);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(va->data) % 8, 0u) << "the header is padded so data stays aligned";
-  EXPECT_EQ(f->find("b")->dtype, DType::BF16);
-  EXPECT_EQ(std::memcmp(f->find("b")->data, b.data(), 6), 0);
-  EXPECT_EQ(f->find("empty")->nbytes, 0u);
-  EXPECT_EQ(f->metadata().at("format"), "pt");
-  EXPECT_EQ(f->find("missing"), nullptr);
-  Checkpoint c = Checkpoint::open(d.file("m.safetensors"));
-  EXPECT_EQ(c.total_bytes(), 30u);
-  EXPECT_THROW(c.tensor("missing"), InputError);
+  EXPECT_EQ(f->tensors()[0].name, "e");  // header order, not offset order
 }
 
-TEST(Safetensors, ShardedRoundTripAndIndexErrors) {
-  TempDir d;
-  std::vector<std::vector<float>> data(5, std::vector<float>(100));
-  std::vector<TensorToWrite> ts;
-  for (int i = 0; i < 5; ++i) {
-    for (int j = 0; j < 100; ++j) data[i][j] = float(i * 1000 + j);
-    ts.push_back({"t" + std::to_string(i), DType::F32, {10, 10}, data[i].data(), 400});
-  }
-  write_sharded_safetensors(d.path() + "/ck", ts, 900);  // two tensors per shard -> 3 shards
-  EXPECT_TRUE(std::filesystem::exists(d.path() + "/ck/model-00003-of-00003.safetensors"));
-  Checkpoint c = Checkpoint::open(d.path() + "/ck");
-  EXPECT_EQ(c.names().size(), 5u);
-  for (int i = 0; i < 5; ++i) {
-    const TensorView& v = c.tensor("t" + std::to_string(i));
-    EXPECT_EQ(reinterpret_cast<const float*>(v.data)[7], float(i * 1000 + 7));
-  }
-  // The index names a shard that is not there.
-  std::filesystem::remove(d.path() + "/ck/model-00002-of-00003.safetensors");
-  try {
-    Checkpoint::open(d.path() + "/ck");
-    FAIL();
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("model-00002-of-00003.safetensors' (for tensor"), std::string::npos) << e.what();
-  }
-  // A tensor in two shards.
-  TempDir d2;
-  write_safetensors(d2.file("s1.safetensors"), {ts[0], ts[1]});
-  write_safetensors(d2.file("s2.safetensors"), {ts[1]});
-  write_file(d2.file("model.safetensors.index.json"),
-             R"({"weight_map": {"t0": "s1.safetensors", "t1": "s2.safetensors"}})");
-  try {
-    Checkpoint::open(d2.path());
-    FAIL();
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("appears in two shards"), std::string::npos) << e.what();
-  }
-  write_file(d2.file("model.safetensors.index.json"), R"({"weight_map": {"t0": "../s1.safetensors"}})");
-  EXPECT_THROW(Checkpoint::open(d2.path()), InputError);
-  write_file(d2.file("model.safetensors.index.json"), R"({"weights": {}})");
-  EXPECT_THROW(Checkpoint::open(d2.path()), InputError);
+TEST(SafetensorsHostile, DuplicateKeysAndBadMetadata) {
+  TempDir dir;
+  std::string err = open_error(dir, raw_file("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                                             "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+                                             "ab"));
+  EXPECT_CONTAINS(err, "header lists tensor 'a' twice");
+  err = open_error(dir, raw_file(entry("\"dtype\":\"U8\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,1]"), "a"));
+  EXPECT_CONTAINS(err, "tensor 'w': key 'dtype' appears twice");
+  err = open_error(dir, raw_file("{\"__metadata__\":{\"format\":1}}", ""));
+  EXPECT_CONTAINS(err, "__metadata__: value of 'format' must be a string, not the number 1");
+  err = open_error(dir, raw_file("{\"__metadata__\":{\"format\":{\"x\":\"y\"}}}", ""));
+  EXPECT_CONTAINS(err, "__metadata__: value of 'format' must be a string, not an object");
+  err = open_error(dir, raw_file("{\"__metadata__\":[\"x\"]}", ""));
+  EXPECT_CONTAINS(err, "__metadata__ must be an object of strings, not an array");
+  // null metadata and unknown per-tensor fields are accepted, as the reference implementation does.
+  write_bytes(dir.file("ok"), raw_file("{\"__metadata__\":null,\"w\":{\"dtype\":\"U8\",\"shape\":[1],"
+                                       "\"data_offsets\":[0,1],\"note\":{\"deep\":[1,{\"x\":null}]}}}",
+                                       "a"));
+  EXPECT_EQ(SafetensorsFile::open(dir.file("ok"))->tensors().size(), 1u);
 }
 
-TEST(Safetensors, DirectoryWithoutSafetensorsNamesWhatItFound) {
-  TempDir d;
-  write_file(d.file("pytorch_model.bin"), "x");
-  try {
-    Checkpoint::open(d.path());
-    FAIL();
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("PyTorch .bin checkpoints are not supported"), std::string::npos) << e.what();
+TEST(SafetensorsHostile, NotARegularFile) {
+  TempDir dir;
+  const std::string err = input_error([&] { SafetensorsFile::open(dir.path()); });
+  EXPECT_CONTAINS(err, "not a regular file");
+  EXPECT_CONTAINS(input_error([&] { SafetensorsFile::open(dir.file("absent")); }), "cannot open");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hostile shard sets
+// ------------------------------------------------------------------------------------------------
+
+class ShardedHostile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_safetensors(dir.file("s1.safetensors"), {{"a", DType::F32, {1}, &x, 4}, {"b", DType::F32, {1}, &x, 4}});
+    write_safetensors(dir.file("s2.safetensors"), {{"c", DType::F32, {1}, &x, 4}});
   }
-  EXPECT_THROW(Checkpoint::open(d.file("nothing-here")), InputError);
+  std::string open_with_index(const std::string& index) {
+    write_file(dir.file("model.safetensors.index.json"), index);
+    return input_error([&] { Checkpoint::open(dir.path()); });
+  }
+  TempDir dir;
+  float x = 1.f;
+};
+
+TEST_F(ShardedHostile, ValidIndexOpens) {
+  write_file(dir.file("model.safetensors.index.json"),
+             R"({"metadata": {"total_size": 12}, "weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
+                 "c": "s2.safetensors"}})");
+  EXPECT_EQ(Checkpoint::open(dir.path()).names(), (std::vector<std::string>{"a", "b", "c"}));
 }
 
-// Each kind of hostile file gets its own message.
-TEST(Safetensors, HostileFiles) {
-  TempDir d;
-  auto put = [&](const std::string& name, const std::string& bytes) {
-    write_file(d.file(name), bytes);
-    return d.file(name);
-  };
-  const std::string ok = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
-  ASSERT_NO_THROW(SafetensorsFile::open(put("ok.safetensors", raw_file(ok, 16))));
-  expect_error(put("empty.safetensors", ""), "empty file");
-  expect_error(put("short.safetensors", "abc"), "shorter than the 8-byte");
-  std::string huge(8, '\0');
-  huge[7] = 0x40;  // 2^62
-  expect_error(put("huge.safetensors", huge + "{}"), "exceeds the 100 MB limit");
-  std::string past = raw_file(ok, 16);
-  past[0] = char(200);  // header length 200 > file
-  expect_error(put("past.safetensors", past.substr(0, 100)), "runs past the end");
-  expect_error(put("json.safetensors", raw_file("{not json", 0)), "not valid JSON");
-  expect_error(put("array.safetensors", raw_file("[1,2]", 0)), "not a JSON object");
-  expect_error(put("dtype.safetensors", raw_file(R"({"w":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", 1)),
-               "unknown dtype \"F8\"");
-  expect_error(put("neg.safetensors", raw_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)),
-               "negative dimension");
-  expect_error(put("overflow.safetensors",
-                   raw_file(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,16],"data_offsets":[0,0]}})", 0)),
-               "2^64 or more");
-  expect_error(put("outside.safetensors", raw_file(ok, 8)), "reach beyond the 8 bytes of data (truncated file?)");
-  expect_error(put("order.safetensors", raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", 8)),
-               "begin is after end");
-  expect_error(put("size.safetensors", raw_file(R"({"model.norm.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}})", 16)),
-               "tensor 'model.norm.weight': data_offsets [0,12] hold 12 bytes but shape [4] x F32 needs 16");
-  expect_error(put("overlap.safetensors",
-                   raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12)),
-               "tensors 'a' and 'b' overlap");
-  expect_error(put("fields.safetensors", raw_file(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", 4)), "missing string field \"dtype\"");
-  expect_error(put("meta.safetensors", raw_file(R"({"__metadata__":{"k":1}})", 0)), "__metadata__ value for 'k'");
-  expect_error(put("offsets.safetensors", raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}})", 4)),
-               "must be non-negative integers");
+TEST_F(ShardedHostile, MissingShard) {
+  std::string err = open_with_index(R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
+                                          "c": "s3.safetensors"}})");
+  EXPECT_CONTAINS(err, "model.safetensors.index.json: shard 's3.safetensors' (listed for 1 tensors, e.g. 'c') is missing");
 }
 
-// Random corruption of a valid file: every variant either opens or throws InputError; nothing crashes
-// (the ASan build turns any out-of-bounds read into a failure).
-TEST(Safetensors, MutationFuzzNeverCrashes) {
-  TempDir d;
-  std::vector<float> a(12, 1.5f), b(5, 2.5f);
-  write_safetensors(d.file("base.safetensors"),
-                    {{"a", DType::F32, {3, 4}, a.data(), 48}, {"b", DType::F32, {5}, b.data(), 20}}, {{"k", "v"}});
-  const std::string base = read_file(d.file("base.safetensors"));
-  std::mt19937 rng(42);
+TEST_F(ShardedHostile, TensorInTwoShards) {
+  write_safetensors(dir.file("s2.safetensors"), {{"c", DType::F32, {1}, &x, 4}, {"b", DType::F32, {1}, &x, 4}});
+  std::string err = open_with_index(R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
+                                          "c": "s2.safetensors"}})");
+  EXPECT_CONTAINS(err, "tensor 'b' appears in two shards: " + dir.file("s1.safetensors") + " and " +
+                           dir.file("s2.safetensors"));
+}
+
+TEST_F(ShardedHostile, IndexDisagreesWithShards) {
+  std::string err = open_with_index(R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
+                                          "c": "s2.safetensors", "d": "s2.safetensors"}})");
+  EXPECT_CONTAINS(err, "weight_map places tensor 'd' in shard 's2.safetensors', but no shard holds it");
+  err = open_with_index(R"({"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors", "c": "s2.safetensors"}})");
+  EXPECT_CONTAINS(err, "weight_map places tensor 'b' in shard 's2.safetensors', but it is in " + dir.file("s1.safetensors"));
+  err = open_with_index(R"({"weight_map": {"a": "s1.safetensors", "c": "s2.safetensors"}})");
+  EXPECT_CONTAINS(err, "holds tensor 'b', which the weight_map does not list");
+}
+
+TEST_F(ShardedHostile, BadIndexFiles) {
+  EXPECT_CONTAINS(open_with_index("{not json"), "model.safetensors.index.json: not valid JSON");
+  EXPECT_CONTAINS(open_with_index(R"({"metadata": {}})"), "expected an object with a \"weight_map\" object");
+  EXPECT_CONTAINS(open_with_index(R"({"weight_map": {"a": 3}})"), "weight_map entry for tensor 'a' must be a file name");
+  EXPECT_CONTAINS(open_with_index(R"({"weight_map": {"a": "../s1.safetensors"}})"), "not a file inside the checkpoint");
+  EXPECT_CONTAINS(open_with_index(R"({"weight_map": {"a": "/etc/passwd"}})"), "not a file inside the checkpoint");
+  // A broken shard reports the shard's own problem.
+  write_bytes(dir.file("s2.safetensors"), "abc");
+  EXPECT_CONTAINS(open_with_index(R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
+                                     "c": "s2.safetensors"}})"),
+                  dir.file("s2.safetensors") + ": file is truncated");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fuzz: random mutations of a valid file either open (and every tensor's bytes can be read) or throw
+// InputError. Anything else, or a crash, is a bug. Deterministic (fixed seed).
+// ------------------------------------------------------------------------------------------------
+
+TEST(SafetensorsFuzz, MutationsOpenOrThrowInputError) {
+  TempDir dir;
+  Sample s;
+  write_safetensors(dir.file("base"), s.tensors(), {{"format", "pt"}});
+  const std::string base = read_file(dir.file("base"));
+  const size_t header_end = 8 + size_t(uint8_t(base[0]) | uint8_t(base[1]) << 8);
+  const std::string path = dir.file("mutant.safetensors");
+  static const char kAlphabet[] = "{}[]\",:0123456789-.e \\u\0\xff";  // JSON syntax, NUL, invalid UTF-8
+  const std::string alphabet(kAlphabet, sizeof kAlphabet - 1);
+
+  std::mt19937_64 rng(12345);
+  auto below = [&](size_t n) { return size_t(rng() % n); };
   int opened = 0, rejected = 0;
-  for (int i = 0; i < 2000; ++i) {
-    std::string s = base;
-    switch (rng() % 3) {
-      case 0: s.resize(rng() % s.size()); break;                                   // truncate
-      case 1: for (int k = 0; k < 3; ++k) s[rng() % s.size()] = char(rng()); break;  // flip bytes
-      default: s[rng() % std::min<size_t>(s.size(), 8 + 120)] = "0123456789[]{},:\"-"[rng() % 18];  // header digits
-    }
-    write_file(d.file("fuzz.safetensors"), s);
-    try {
-      auto f = SafetensorsFile::open(d.file("fuzz.safetensors"));
-      for (const auto& t : f->tensors()) {  // every view must lie inside the mapping
-        volatile uint8_t sink = 0;
-        for (size_t k = 0; k < t.nbytes; ++k) sink ^= t.data[k];
-        (void)sink;
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::string m = base;
+    const int kind = int(below(5));
+    const int edits = 1 + int(below(4));
+    for (int e = 0; e < edits; ++e) {
+      if (kind == 0) {  // flip a byte, mostly in the header where the structure lives
+        size_t at = below(5) ? below(header_end) : below(m.size());
+        if (at < m.size()) m[at] = char(rng());
+      } else if (kind == 1) {  // overwrite with a JSON-significant character
+        size_t at = 8 + below(header_end - 8);
+        if (at < m.size()) m[at] = alphabet[below(alphabet.size())];
+      } else if (kind == 2) {  // truncate
+        m.resize(below(m.size() + 1));
+      } else if (kind == 3) {  // change the header length
+        uint64_t len = below(3) ? header_end - 8 + below(17) - 8 : rng();
+        m.replace(0, 8, le64(len));
+      } else {  // insert or delete a header byte (shifts everything after it)
+        size_t at = 8 + below(header_end - 8);
+        if (below(2) && at <= m.size()) m.insert(m.begin() + long(at), alphabet[below(alphabet.size())]);
+        else if (at < m.size()) m.erase(at, 1);
       }
+    }
+    write_bytes(path, m);
+    try {
+      auto f = SafetensorsFile::open(path);
+      unsigned sum = 0;
+      for (const TensorView& t : f->tensors()) {
+        ASSERT_EQ(uint64_t(t.numel()) * dtype_size(t.dtype), t.nbytes);
+        for (size_t i = 0; i < t.nbytes; ++i) sum += t.data[i];  // must stay inside the mapping
+      }
+      (void)sum;
       ++opened;
-    } catch (const InputError&) {
+    } catch (const InputError& e) {
+      ASSERT_NE(std::string(e.what()).find(path), std::string::npos) << "error does not name the file: " << e.what();
       ++rejected;
+    } catch (const std::exception& e) {
+      FAIL() << "iteration " << iter << ": not an InputError: " << e.what();
     }
   }
   EXPECT_GT(rejected, 1000);
-  EXPECT_GT(opened, 0);
-}
-
-LlamaConfig small_config() {
-  LlamaConfig c;
-  c.hidden_size = 8; c.intermediate_size = 12; c.num_hidden_layers = 2; c.num_attention_heads = 2;
-  c.num_key_value_heads = 1; c.vocab_size = 10; c.max_position_embeddings = 16;
-  return c;
-}
-
-void write_model(const std::string& path, const LlamaConfig& c, const std::string& skip = "",
-                 const std::string& reshape = "", DType dtype = DType::F32, const std::string& extra = "") {
-  std::vector<std::vector<uint8_t>> bufs;
-  std::vector<TensorToWrite> ts;
-  for (auto e : llama_tensor_layout(c)) {
-    if (e.name == skip) continue;
-    if (e.name == reshape) e.shape.back() += 1;
-    int64_t n = 1;
-    for (int64_t s : e.shape) n *= s;
-    bufs.emplace_back(size_t(n) * dtype_size(dtype));
-    ts.push_back({e.name, dtype, e.shape, bufs.back().data(), bufs.back().size()});
-  }
-  if (!extra.empty()) {
-    bufs.emplace_back(4);
-    ts.push_back({extra, DType::F32, {1}, bufs.back().data(), 4});
-  }
-  write_safetensors(path, ts);
-}
-
-TEST(LlamaTensors, LayoutAndCheckpointContract) {
-  LlamaConfig c = small_config();
-  auto layout = llama_tensor_layout(c);
-  EXPECT_EQ(layout.size(), 1u + 2 * 9 + 1 + 1);
-  EXPECT_EQ(layout[2].name, "model.layers.0.self_attn.q_proj.weight");
-  EXPECT_EQ(layout[3].shape, (std::vector<int64_t>{4, 8})) << "k_proj: 1 kv head x head_dim 4";
-  TempDir d;
-  write_model(d.file("good.safetensors"), c);
-  EXPECT_NO_THROW(check_llama_checkpoint(Checkpoint::open(d.file("good.safetensors")), c));
-  write_model(d.file("inv.safetensors"), c, "", "", DType::F32, "model.layers.0.self_attn.rotary_emb.inv_freq");
-  EXPECT_NO_THROW(check_llama_checkpoint(Checkpoint::open(d.file("inv.safetensors")), c)) << "inv_freq buffers are ignored";
-  auto expect = [&](const std::string& file, const std::string& needle) {
-    try {
-      check_llama_checkpoint(Checkpoint::open(d.file(file)), c);
-      FAIL() << file;
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
-  write_model(d.file("missing.safetensors"), c, "model.layers.1.mlp.up_proj.weight");
-  expect("missing.safetensors", "missing tensor 'model.layers.1.mlp.up_proj.weight' [12, 8]");
-  write_model(d.file("shape.safetensors"), c, "", "model.norm.weight");
-  expect("shape.safetensors", "tensor 'model.norm.weight' has shape [9], config.json implies [8]");
-  write_model(d.file("extra.safetensors"), c, "", "", DType::F32, "model.layers.2.mlp.up_proj.weight");
-  expect("extra.safetensors", "unexpected tensor 'model.layers.2.mlp.up_proj.weight'");
-  write_model(d.file("int.safetensors"), c, "", "", DType::I32);
-  expect("int.safetensors", "has dtype I32");
-}
-
-TEST(LlamaConfig, Llama2ConfigsParse) {
-  struct Want {
-    const char* dir;
-    int64_t hidden, ffn, layers, heads, kv;
-  };
-  for (const Want& w : {Want{"Llama-2-7b-hf", 4096, 11008, 32, 32, 32}, Want{"Llama-2-13b-hf", 5120, 13824, 40, 40, 40},
-                        Want{"Llama-2-70b-chat-hf", 8192, 28672, 80, 64, 8}}) {
-    LP_REQUIRE_DATA(path, std::string("llama2/") + w.dir + "/config.json");
-    LlamaConfig c = LlamaConfig::from_file(path);
-    EXPECT_EQ(c.hidden_size, w.hidden) << w.dir;
-    EXPECT_EQ(c.intermediate_size, w.ffn);
-    EXPECT_EQ(c.num_hidden_layers, w.layers);
-    EXPECT_EQ(c.num_attention_heads, w.heads);
-    EXPECT_EQ(c.num_key_value_heads, w.kv);
-    EXPECT_EQ(c.vocab_size, 32000);
-    EXPECT_EQ(c.max_position_embeddings, 4096);
-    EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-5);
-    EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
-    EXPECT_FALSE(c.tie_word_embeddings);
-    EXPECT_EQ(LlamaConfig::from_json(c.to_json(), "roundtrip"), c);
-  }
-}
-
-TEST(LlamaConfig, DefaultsAndErrors) {
-  auto base = nlohmann::json{{"model_type", "llama"}, {"hidden_size", 64}, {"intermediate_size", 128},
-                             {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"vocab_size", 100}};
-  LlamaConfig c = LlamaConfig::from_json(base.dump(), "cfg");
-  EXPECT_EQ(c.num_key_value_heads, 4) << "defaults to the number of heads";
-  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
-  EXPECT_FALSE(c.tie_word_embeddings);
-  auto expect = [&](nlohmann::json j, const std::string& needle) {
-    try {
-      LlamaConfig::from_json(j.dump(), "cfg.json");
-      FAIL() << j.dump();
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-      EXPECT_EQ(std::string(e.what()).rfind("cfg.json", 0), 0u);
-    }
-  };
-  auto j = base;
-  j["model_type"] = "gpt2";
-  j["architectures"] = {"GPT2LMHeadModel"};
-  expect(j, "unsupported architecture (model_type \"gpt2\"");
-  j = base;
-  j.erase("hidden_size");
-  expect(j, "missing required field \"hidden_size\"");
-  j = base;
-  j["hidden_size"] = "64";
-  expect(j, "field \"hidden_size\" must be an integer");
-  j = base;
-  j["num_key_value_heads"] = 3;
-  expect(j, "not divisible by num_key_value_heads 3");
-  j = base;
-  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  expect(j, "rope_scaling");
-  j = base;
-  j["num_hidden_layers"] = 0;
-  expect(j, "num_hidden_layers must be positive");
-  EXPECT_THROW(LlamaConfig::from_json("{oops", "cfg.json"), InputError);
+  EXPECT_GT(opened, 10);  // some mutations (data bytes, metadata text) leave a valid file
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "worker/llama_config.h"
 
-#include <optional>
+#include <cmath>
+#include <limits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -9,122 +11,235 @@
 
 namespace layerprune {
 
+using json = nlohmann::json;
+
 namespace {
 
-using nlohmann::json;
+constexpr const char* kArchitecture = "LlamaForCausalLM";
 
-int64_t get_int(const json& j, const char* key, const std::string& src, std::optional<int64_t> fallback) {
-  if (!j.contains(key) || j[key].is_null()) {
-    if (fallback) return *fallback;
-    throw InputError(src + ": missing required field \"" + key + "\"");
-  }
-  if (!j[key].is_number_integer())
-    throw InputError(src + ": field \"" + key + "\" must be an integer, found " + j[key].dump());
-  return j[key].get<int64_t>();
+// "a string (\"4096\")": what a wrong-typed value is, for error messages.
+std::string describe(const json& v) {
+  std::string text = v.dump();
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return std::string(v.type_name()) + " (" + text + ")";
 }
 
-double get_double(const json& j, const char* key, const std::string& src, double fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number()) throw InputError(src + ": field \"" + key + "\" must be a number, found " + j[key].dump());
-  return j[key].get<double>();
+// Typed field access: absent or null leaves `out` at its default; a wrong type is an InputError.
+class Fields {
+ public:
+  Fields(const json& j, const std::string& source) : j_(j), source_(source) {}
+
+  [[noreturn]] void fail(const std::string& field, const std::string& msg) const {
+    throw InputError(source_ + ": field '" + field + "' " + msg);
+  }
+  const json* get(const std::string& field) const {
+    auto it = j_.find(field);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  void required_int(const std::string& field, int64_t* out) const {
+    if (!get(field)) fail(field, "is required but missing");
+    optional_int(field, out);
+  }
+  void optional_int(const std::string& field, int64_t* out) const {
+    if (const json* v = get(field)) *out = as_int(field, *v);
+  }
+  void optional_number(const std::string& field, double* out) const {
+    if (const json* v = get(field)) {
+      if (!v->is_number()) fail(field, "must be a number, got " + describe(*v));
+      *out = v->get<double>();
+    }
+  }
+  void optional_bool(const std::string& field, bool* out) const {
+    if (const json* v = get(field)) {
+      if (!v->is_boolean()) fail(field, "must be true or false, got " + describe(*v));
+      *out = v->get<bool>();
+    }
+  }
+  void optional_string(const std::string& field, std::string* out) const {
+    if (const json* v = get(field)) {
+      if (!v->is_string()) fail(field, "must be a string, got " + describe(*v));
+      *out = v->get<std::string>();
+    }
+  }
+  // An id, or a non-empty list of ids of which the first is kept (Llama 3 lists several end tokens).
+  void optional_token_id(const std::string& field, int64_t* out) const {
+    const json* v = get(field);
+    if (!v) return;
+    if (v->is_array()) {
+      if (v->empty()) fail(field, "must be a token id or a non-empty list of token ids, got []");
+      *out = as_int(field, v->front());
+      for (const json& e : *v) as_int(field, e);
+    } else {
+      *out = as_int(field, *v);
+    }
+  }
+
+ private:
+  int64_t as_int(const std::string& field, const json& v) const {
+    // Integers only: a float such as 4096.5 (or 4096.0, which Python would carry as a float) is a broken config.
+    if (v.is_number_integer()) {
+      if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+        fail(field, "is too large: " + v.dump());
+      return v.get<int64_t>();
+    }
+    fail(field, "must be an integer, got " + describe(v));
+  }
+
+  const json& j_;
+  const std::string& source_;
+};
+
+// The architecture check: HF picks the model class from `architectures`, the config class from `model_type`.
+void check_architecture(const Fields& f, const std::string& source) {
+  std::string model_type;
+  f.optional_string("model_type", &model_type);
+  std::vector<std::string> archs;
+  if (const json* a = f.get("architectures")) {
+    if (!a->is_array()) f.fail("architectures", "must be a list of strings, got " + describe(*a));
+    for (const json& e : *a) {
+      if (!e.is_string()) f.fail("architectures", "must be a list of strings, got " + describe(*a));
+      archs.push_back(e.get<std::string>());
+    }
+  }
+  bool arch_ok = false;
+  for (const auto& a : archs) arch_ok |= a == kArchitecture;
+  const bool supported = archs.empty() ? model_type == "llama" : arch_ok;
+  if (supported) return;
+  std::string found = "model_type " + (model_type.empty() ? std::string("(none)") : "'" + model_type + "'") +
+                      ", architectures [";
+  for (size_t i = 0; i < archs.size(); ++i) found += (i ? ", " : "") + archs[i];
+  found += "]";
+  throw InputError(source + ": unsupported model (" + found + "); supported: model_type 'llama' with architecture " +
+                   kArchitecture);
+}
+
+// Options of transformers' LlamaConfig that change the computation and that this project does not implement.
+// Runs after validate(), so the sizes are sane.
+void reject_unsupported_options(const Fields& f, const LlamaConfig& c) {
+  if (const json* v = f.get("rope_scaling"))
+    f.fail("rope_scaling", "is not supported (only unscaled RoPE, as in Llama-2, which has null): got " + describe(*v));
+  std::string act = "silu";
+  f.optional_string("hidden_act", &act);
+  if (act != "silu") f.fail("hidden_act", "'" + act + "' is not supported (Llama uses 'silu')");
+  for (const char* bias : {"attention_bias", "mlp_bias"}) {
+    bool on = false;
+    f.optional_bool(bias, &on);
+    if (on) f.fail(bias, "= true is not supported (Llama projections have no bias)");
+  }
+  int64_t head_dim = 0;
+  f.optional_int("head_dim", &head_dim);
+  if (head_dim != 0 && head_dim != c.head_dim())
+    f.fail("head_dim", "= " + std::to_string(head_dim) + " is not supported: it must equal hidden_size / " +
+                           "num_attention_heads = " + std::to_string(c.head_dim()));
 }
 
 }  // namespace
 
-LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& src) {
+int64_t LlamaConfig::head_dim() const { return num_attention_heads > 0 ? hidden_size / num_attention_heads : 0; }
+int64_t LlamaConfig::kv_dim() const { return num_key_value_heads * head_dim(); }
+
+LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& source_name) {
+  // nlohmann's lexer takes a NUL byte for the end of input, which would let bytes after it go unread.
+  if (text.find('\0') != std::string::npos) throw InputError(source_name + ": not valid JSON (it contains a NUL byte)");
   json j;
   try {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
-    throw InputError(src + ": invalid JSON (" + e.what() + ")");
+    throw InputError(source_name + ": not valid JSON (" + e.what() + ")");
   }
-  if (!j.is_object()) throw InputError(src + ": expected a JSON object");
-  std::string model_type = j.value("model_type", std::string());
-  std::string arch;
-  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-      j["architectures"][0].is_string())
-    arch = j["architectures"][0].get<std::string>();
-  if (model_type != "llama" && arch != "LlamaForCausalLM")
-    throw InputError(src + ": unsupported architecture (model_type \"" + model_type + "\", architectures [\"" + arch +
-                     "\"]); supported: Llama-family models (model_type \"llama\", LlamaForCausalLM)");
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw InputError(src + ": rope_scaling " + j["rope_scaling"].dump() + " is not supported (only plain RoPE)");
+  if (!j.is_object()) throw InputError(source_name + ": expected a JSON object (an HF config.json), got " + describe(j));
+  Fields f(j, source_name);
+  check_architecture(f, source_name);
+
   LlamaConfig c;
-  c.architecture = arch.empty() ? "LlamaForCausalLM" : arch;
-  c.hidden_size = get_int(j, "hidden_size", src, std::nullopt);
-  c.intermediate_size = get_int(j, "intermediate_size", src, std::nullopt);
-  c.num_hidden_layers = get_int(j, "num_hidden_layers", src, std::nullopt);
-  c.num_attention_heads = get_int(j, "num_attention_heads", src, std::nullopt);
-  c.num_key_value_heads = get_int(j, "num_key_value_heads", src, c.num_attention_heads);
-  c.vocab_size = get_int(j, "vocab_size", src, std::nullopt);
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", src, 2048);
-  c.rms_norm_eps = get_double(j, "rms_norm_eps", src, 1e-6);
-  c.rope_theta = get_double(j, "rope_theta", src, 10000.0);
-  if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
-    if (!j["tie_word_embeddings"].is_boolean())
-      throw InputError(src + ": field \"tie_word_embeddings\" must be true or false");
-    c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
-  }
-  if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) c.torch_dtype = j["torch_dtype"].get<std::string>();
-  c.bos_token_id = get_int(j, "bos_token_id", src, 1);
-  c.eos_token_id = get_int(j, "eos_token_id", src, 2);
-  c.validate(src);
+  f.required_int("hidden_size", &c.hidden_size);
+  f.required_int("intermediate_size", &c.intermediate_size);
+  f.required_int("num_hidden_layers", &c.num_hidden_layers);
+  f.required_int("num_attention_heads", &c.num_attention_heads);
+  f.required_int("vocab_size", &c.vocab_size);
+  c.num_key_value_heads = c.num_attention_heads;  // multi-head attention unless grouped-query is asked for
+  f.optional_int("num_key_value_heads", &c.num_key_value_heads);
+  f.optional_int("max_position_embeddings", &c.max_position_embeddings);
+  f.optional_number("rms_norm_eps", &c.rms_norm_eps);
+  f.optional_number("rope_theta", &c.rope_theta);
+  f.optional_bool("tie_word_embeddings", &c.tie_word_embeddings);
+  // transformers >= 4.56 writes "dtype"; older versions "torch_dtype".
+  if (f.get("torch_dtype")) f.optional_string("torch_dtype", &c.torch_dtype);
+  else f.optional_string("dtype", &c.torch_dtype);
+  f.optional_token_id("bos_token_id", &c.bos_token_id);
+  f.optional_token_id("eos_token_id", &c.eos_token_id);
+  c.validate(source_name);
+  reject_unsupported_options(f, c);
   return c;
 }
 
 LlamaConfig LlamaConfig::from_file(const std::string& path) { return from_json(read_file(path), path); }
 
 std::string LlamaConfig::to_json() const {
-  json j = {{"architectures", {architecture}},
-            {"model_type", "llama"},
-            {"hidden_size", hidden_size},
-            {"intermediate_size", intermediate_size},
-            {"num_hidden_layers", num_hidden_layers},
-            {"num_attention_heads", num_attention_heads},
-            {"num_key_value_heads", num_key_value_heads},
-            {"vocab_size", vocab_size},
-            {"max_position_embeddings", max_position_embeddings},
-            {"rms_norm_eps", rms_norm_eps},
-            {"rope_theta", rope_theta},
-            {"rope_scaling", nullptr},
-            {"hidden_act", "silu"},
-            {"tie_word_embeddings", tie_word_embeddings},
-            {"torch_dtype", torch_dtype},
-            {"bos_token_id", bos_token_id},
-            {"eos_token_id", eos_token_id}};
+  // Field order as transformers writes it (alphabetical), so a diff against an HF config is readable.
+  nlohmann::ordered_json j;
+  j["architectures"] = {architecture};
+  j["attention_bias"] = false;
+  j["bos_token_id"] = bos_token_id;
+  j["eos_token_id"] = eos_token_id;
+  j["hidden_act"] = "silu";
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["model_type"] = "llama";
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_scaling"] = nullptr;
+  j["rope_theta"] = rope_theta;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["torch_dtype"] = torch_dtype;
+  j["vocab_size"] = vocab_size;
   return j.dump(2) + "\n";
 }
 
-void LlamaConfig::validate(const std::string& src) const {
-  auto positive = [&](const char* name, int64_t v) {
-    if (v <= 0) throw InputError(src + ": " + name + " must be positive, found " + std::to_string(v));
-  };
-  positive("hidden_size", hidden_size);
-  positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
-  positive("num_key_value_heads", num_key_value_heads);
-  positive("vocab_size", vocab_size);
-  positive("max_position_embeddings", max_position_embeddings);
+void LlamaConfig::validate(const std::string& source_name) const {
+  auto fail = [&](const std::string& msg) { throw InputError(source_name + ": " + msg); };
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"hidden_size", hidden_size},
+      {"intermediate_size", intermediate_size},
+      {"num_hidden_layers", num_hidden_layers},
+      {"num_attention_heads", num_attention_heads},
+      {"num_key_value_heads", num_key_value_heads},
+      {"vocab_size", vocab_size},
+      {"max_position_embeddings", max_position_embeddings}};
+  for (const auto& [name, v] : sizes) {
+    if (v <= 0) fail(std::string(name) + " must be positive, got " + std::to_string(v));
+    if (v > std::numeric_limits<int32_t>::max()) fail(std::string(name) + " = " + std::to_string(v) + " is too large");
+  }
   if (hidden_size % num_attention_heads != 0)
-    throw InputError(src + ": hidden_size " + std::to_string(hidden_size) + " is not divisible by num_attention_heads " +
-                     std::to_string(num_attention_heads));
+    fail("num_attention_heads (" + std::to_string(num_attention_heads) + ") must divide hidden_size (" +
+         std::to_string(hidden_size) + ")");
   if (num_attention_heads % num_key_value_heads != 0)
-    throw InputError(src + ": num_attention_heads " + std::to_string(num_attention_heads) +
-                     " is not divisible by num_key_value_heads " + std::to_string(num_key_value_heads));
+    fail("num_key_value_heads (" + std::to_string(num_key_value_heads) + ") must divide num_attention_heads (" +
+         std::to_string(num_attention_heads) + ")");
   if (head_dim() % 2 != 0)
-    throw InputError(src + ": head dimension " + std::to_string(head_dim()) + " is odd; RoPE rotates pairs");
-  if (!(rms_norm_eps > 0)) throw InputError(src + ": rms_norm_eps must be positive");
-  if (!(rope_theta > 0)) throw InputError(src + ": rope_theta must be positive");
+    fail("head_dim = hidden_size / num_attention_heads = " + std::to_string(head_dim()) +
+         " must be even (RoPE rotates pairs of dimensions)");
+  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps))
+    fail("rms_norm_eps must be a positive number, got " + std::to_string(rms_norm_eps));
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+    fail("rope_theta must be a positive number, got " + std::to_string(rope_theta));
+  if (torch_dtype != "float32" && torch_dtype != "float16" && torch_dtype != "bfloat16")
+    fail("torch_dtype '" + torch_dtype + "' is not supported (float32, float16 or bfloat16)");
+  if (architecture != kArchitecture)
+    fail("architecture '" + architecture + "' is not supported (" + kArchitecture + ")");
 }
 
-bool LlamaConfig::operator==(const LlamaConfig& o) const {
-  return architecture == o.architecture && hidden_size == o.hidden_size && intermediate_size == o.intermediate_size &&
-         num_hidden_layers == o.num_hidden_layers && num_attention_heads == o.num_attention_heads &&
-         num_key_value_heads == o.num_key_value_heads && vocab_size == o.vocab_size &&
-         max_position_embeddings == o.max_position_embeddings && rms_norm_eps == o.rms_norm_eps &&
-         rope_theta == o.rope_theta && tie_word_embeddings == o.tie_word_embeddings && torch_dtype == o.torch_dtype &&
-         bos_token_id == o.bos_token_id && eos_token_id == o.eos_token_id;
+bool operator==(const LlamaConfig& a, const LlamaConfig& b) {
+  return a.architecture == b.architecture && a.hidden_size == b.hidden_size &&
+         a.intermediate_size == b.intermediate_size && a.num_hidden_layers == b.num_hidden_layers &&
+         a.num_attention_heads == b.num_attention_heads && a.num_key_value_heads == b.num_key_value_heads &&
+         a.vocab_size == b.vocab_size && a.max_position_embeddings == b.max_position_embeddings &&
+         a.rms_norm_eps == b.rms_norm_eps && a.rope_theta == b.rope_theta &&
+         a.tie_word_embeddings == b.tie_word_embeddings && a.torch_dtype == b.torch_dtype &&
+         a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
 }  // namespace layerprune
