@@ -1,40 +1,75 @@
-// Llama's SentencePiece tokenizer (BPE with byte fallback), implemented here rather than linked: Debian's
-// libsentencepiece carries its own protobuf and crashes processes that also load the system one (LibTorch
-// and gRPC do; see ../shared/PLATFORM.md). The .model file is a protobuf ModelProto, read with a small
-// wire-format reader. Output is id-for-id what Python's sentencepiece gives (tests/golden/).
+// The Llama SentencePiece tokenizer, implemented natively: reads `tokenizer.model` (a protobuf ModelProto)
+// with a small wire-format reader and reproduces sentencepiece's BPE encode/decode token for token.
+//
+// Why not link libsentencepiece: Debian's build bundles its own protobuf and crashes in any process that
+// also loads the system libprotobuf (LibTorch, gRPC); see ../shared/PLATFORM.md, "SentencePiece clash".
+// Checked against Python's sentencepiece 0.1.97 by tests/test_tokenizer.cc on the golden files written by
+// tests/golden/make_token_ids.py.
+//
+// Supported: BPE models (TrainerSpec.model_type = BPE) with byte fallback or <unk>, user-defined and unused
+// pieces, and the "identity" normalizer (no precompiled character map) with its add_dummy_prefix,
+// remove_extra_whitespaces and escape_whitespaces switches. That covers Llama-1/2 and llama2.c's
+// custom vocabularies. Anything else (Unigram, NFKC character maps, whitespace-as-suffix) is rejected at
+// load time with an InputError rather than tokenized slightly wrong.
 #pragma once
 #include <cstdint>
-#include <string>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace layerprune {
 
 class Tokenizer {
  public:
-  // Throws InputError naming the file for a truncated/corrupt file or a model that is not BPE.
-  static Tokenizer load(const std::string& path);
+  // SentencePiece's ModelProto.SentencePiece.Type values.
+  enum class PieceType : uint8_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
-  // sentencepiece's encode(text), with BOS prepended when add_bos.
+  // Reads a SentencePiece ModelProto (tokenizer.model). Throws InputError naming the file on an unreadable,
+  // truncated or corrupt file, on an inconsistent vocabulary (what sentencepiece's loader also refuses), or
+  // on a model sentencepiece supports but this class does not (only BPE with the identity normalizer).
+  static Tokenizer load(const std::string& path);
+  // The same from the file's bytes; `name` stands for the file in error messages and path().
+  static Tokenizer from_bytes(const std::string& bytes, const std::string& name);
+
+  // Exactly sentencepiece's SentencePieceProcessor.encode(text) ids, with BOS prepended when add_bos (an
+  // InputError if the model has no BOS). `text` is UTF-8; malformed bytes are read as U+FFFD, as
+  // sentencepiece's normalizer does.
   std::vector<int32_t> encode(const std::string& text, bool add_bos) const;
-  // sentencepiece's decode(ids): control tokens dropped, byte pieces joined, '▁' -> ' ', the dummy-prefix
-  // space of the first piece removed.
+
+  // sentencepiece's decode(ids): control tokens dropped, runs of byte pieces joined and read as UTF-8
+  // (U+FFFD per malformed byte), <unk> -> the model's unk_surface, ▁ -> space, and the dummy prefix removed
+  // (the leading ▁ of the first piece; with remove_extra_whitespaces, of every piece until some text is
+  // out). Throws InputError on an id outside [0, vocab_size).
   std::string decode(const std::vector<int32_t>& ids) const;
-  // One token as llama2.c's run.c prints it while streaming: '▁' -> ' ', "<0xXX>" -> that byte, and a
-  // leading space dropped right after BOS.
+
+  // Streaming decode of one token as llama2.c's run.c prints it: the piece with ▁ -> ' ', a "<0xXX>" byte
+  // piece -> that single byte, and a leading space dropped when prev is BOS. Control tokens (BOS/EOS)
+  // give "" (run.c stops at them; its tok*.bin spells them "\n<s>\n"); <unk> gives its piece "<unk>".
   std::string token_text(int32_t prev, int32_t id) const;
 
   const std::string& piece(int32_t id) const;
-  int32_t vocab_size() const;
-  int32_t bos_id() const;
-  int32_t eos_id() const;
-  int32_t unk_id() const;
-  const std::string& file_sha256() const;
+  float score(int32_t id) const;
+  PieceType piece_type(int32_t id) const;
+  // The id sentencepiece's PieceToId gives: control/unknown/byte pieces first, then the rest, else unk_id.
+  int32_t piece_to_id(std::string_view piece) const;
 
-  struct Model;  // the parsed ModelProto and its lookup tables (tokenizer.cc)
+  int32_t vocab_size() const;
+  int32_t bos_id() const;  // -1 when the model has none
+  int32_t eos_id() const;  // -1 when the model has none
+  int32_t unk_id() const;
+  bool byte_fallback() const;
+  // sha256 of the model file (provenance)
+  const std::string& file_sha256() const;
+  const std::string& path() const;
 
  private:
-  std::shared_ptr<const Model> m_;  // shared: copies stay cheap and the piece lookups stay valid
+  // The loaded model and its lookup tables, immutable after load() and shared by copies.
+  struct Model;
+  explicit Tokenizer(std::shared_ptr<const Model> m) : m_(std::move(m)) {}
+  void check_id(int32_t id) const;  // InputError naming the model file for an id outside the vocabulary
+  std::shared_ptr<const Model> m_;
 };
 
 }  // namespace layerprune
