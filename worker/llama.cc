@@ -114,20 +114,27 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   // group into the row dimension: [rep*T, hd] x [hd, S] per (sequence, KV head). The groups run in
   // parallel, each a chain of two small products and the softmax whose scores stay in cache; a batched
   // product over all heads would run on one thread (LibTorch's CPU bmm) and spill the scores to memory.
+  // Queries go in blocks of kQueryBlock rows, each against only the keys it may see (the causal mask makes
+  // the rest zero), which skips most of the masked upper triangle of a prefill.
+  constexpr int64_t kQueryBlock = 128;
   const float scale = float(1.0 / std::sqrt(double(hd)));
   at::Tensor qg = q.reshape({B * KV, rep * T, hd});  // contiguous copy: one matrix per group
   at::Tensor kg = k.reshape({B * KV, S, hd}), vg = v.reshape({B * KV, S, hd});
   at::Tensor out = at::empty({B * KV, rep * T, hd}, q.options());
   SingleThreadedBlas one_blas_thread_per_group;
   at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      at::Tensor scores = at::mm(qg[i], kg[i].t());  // [rep*T, S]
-      if (scores.scalar_type() != at::kFloat) scores = scores.to(at::kFloat);  // softmax in float32, as HF does
-      // Scale, causal mask (query i at position start+i sees keys j <= start+i) and softmax in one pass.
-      kernels::causal_softmax(scores.unsqueeze(0), T, start, scale);
-      at::Tensor out_i = out[i];
-      at::mm_out(out_i, scores.to(v.scalar_type()), vg[i]);
-    }
+    for (int64_t i = begin; i < end; ++i)
+      for (int64_t r = 0; r < rep; ++r)
+        for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+          const int64_t n = std::min(kQueryBlock, T - t0), keys = std::min(S, start + t0 + n);
+          const int64_t row = r * T + t0;
+          at::Tensor scores = at::mm(qg[i].narrow(0, row, n), kg[i].narrow(0, 0, keys).t());  // [n, keys]
+          if (scores.scalar_type() != at::kFloat) scores = scores.to(at::kFloat);  // softmax in float32, as HF
+          // Scale, causal mask (row j is position start+t0+j and sees keys <= it) and softmax in one pass.
+          kernels::causal_softmax(scores.unsqueeze(0), n, start + t0, scale);
+          at::Tensor out_rows = out[i].narrow(0, row, n);
+          at::mm_out(out_rows, scores.to(v.scalar_type()), vg[i].narrow(0, 0, keys));
+        }
   });
   out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
   return at::linear(out, w.wo);
