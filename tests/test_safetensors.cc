@@ -21,20 +21,8 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) << "expected \"" << (part) << "\" in: " << (text)
 
-// The InputError message `f` throws ("" and a test failure when it throws nothing).
-template <typename F>
-std::string input_error(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an InputError";
-  return "";
-}
+using testing::input_error;
 
 std::string le64(uint64_t v) {
   std::string s(8, '\0');

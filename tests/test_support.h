@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include "common/error.h"
+
 namespace layerprune::testing {
 
 // Directory of real models/datasets: $LAYERPRUNE_DATA, else the CMake option LAYERPRUNE_DATA.
@@ -41,7 +43,22 @@ class TempDir {
   std::string path_;
 };
 
+// The InputError message `f` throws ("" and a test failure when it throws nothing).
+template <typename F>
+std::string input_error(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
+}
+
 }  // namespace layerprune::testing
+
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE(std::string(text).find(part), std::string::npos) << "expected \"" << (part) << "\" in: " << (text)
 
 // Declares `var` as the path of a data file, or skips the test saying what is missing and how to get it.
 #define LP_REQUIRE_DATA(var, rel)                                                                          \
