@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 export LAYERPRUNE_DATA=${LAYERPRUNE_DATA:-$(cd .. && pwd)/shared/data}
-export OMP_WAIT_POLICY=PASSIVE
+export OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4  # see worker/runtime.h
 echo "test: data from $LAYERPRUNE_DATA" >&2
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j 2 --timeout 1200

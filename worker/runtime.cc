@@ -20,11 +20,20 @@ int g_blas_threads = 1;
 }  // namespace
 
 void ensure_passive_openmp(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("LAYERPRUNE_NO_REEXEC") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  if (std::getenv("LAYERPRUNE_NO_REEXEC") != nullptr) return;
+  bool changed = false;
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    changed = true;
+  }
+  if (std::getenv("OPENBLAS_THREAD_TIMEOUT") == nullptr) {
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);  // spin 2^4 cycles, then sleep (default 2^28)
+    changed = true;
+  }
+  if (!changed) return;
   setenv("LAYERPRUNE_NO_REEXEC", "1", 1);  // never loop, whatever happens
   execv("/proc/self/exe", argv);
-  // exec failed (no /proc?): carry on with the busy-waiting default.
+  // exec failed (no /proc?): carry on with the defaults.
 }
 
 int configure_threads(int requested) {
