@@ -23,9 +23,11 @@ at::ScalarType parse_compute_dtype(const std::string& name) {
   throw InputError("unsupported compute dtype '" + name + "' (use float32 or bfloat16)");
 }
 
-LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights, std::shared_ptr<const TensorParallel> tp)
+    : config_(std::move(config)), weights_(std::move(weights)), tp_(std::move(tp)) {
   config_.validate("model config");
+  heads_ = tp_ ? tp_->plan().heads : config_.num_attention_heads;
+  kv_heads_ = tp_ ? tp_->plan().kv_heads : config_.num_key_value_heads;
   // inv_freq_i = theta^(-2i/hd), i < hd/2; angles for every position up to the context length.
   int64_t hd = config_.head_dim();
   at::Tensor inv_freq = at::pow(config_.rope_theta, at::arange(0, hd, 2, at::kDouble) / double(hd)).reciprocal();
@@ -40,17 +42,37 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
   Checkpoint ckpt = Checkpoint::open(dir);
   if (options.check_tensors) check_llama_checkpoint(ckpt, config);
   at::ScalarType dtype = parse_compute_dtype(options.dtype);
+  // Under tensor parallelism every tensor is read through its shard rule; without, each rule is "all".
+  std::shared_ptr<const TensorParallel> tp;
+  TensorParallelPlan plan = plan_tensor_parallel(config, 1, 0);
+  if (options.comm && options.comm->size() > 1) {
+    plan = plan_tensor_parallel(config, options.comm->size(), options.comm->rank());
+    tp = std::make_shared<TensorParallel>(options.comm, plan);
+    for (const auto& f : ckpt.files()) f->advise_partial_reads();
+  }
   auto keep = ckpt.keepalive();
-  uint64_t mapped = 0, copied = 0;
+  uint64_t mapped = 0, copied = 0, loaded = 0;
   auto get = [&](const std::string& name) {
     const TensorView& v = ckpt.tensor(name);
+    ShardRule rule = tp ? shard_rule(name, config, plan) : ShardRule{};
     bool zero_copy = false;
-    at::Tensor t = tensor_from_view(v, keep, &zero_copy);
+    at::Tensor t;
+    if (rule.kind == ShardRule::kColumns) {
+      t = tensor_columns(v, rule.begin, rule.end);
+    } else if (rule.kind == ShardRule::kRows) {
+      t = tensor_rows(v, rule.begin, rule.end, keep, &zero_copy);
+    } else {
+      t = tensor_from_view(v, keep, &zero_copy);
+    }
+    uint64_t bytes = uint64_t(t.numel()) * dtype_size(v.dtype);  // of the file's bytes
+    loaded += bytes;
     if (t.scalar_type() != dtype) {
       t = t.to(dtype);
       zero_copy = false;
     }
-    (zero_copy ? mapped : copied) += v.nbytes;
+    // Copied out of the mapping: its pages need not stay in this process (they stay in the page cache).
+    if (!zero_copy) release_mapped_pages(v.data, v.nbytes);
+    (zero_copy ? mapped : copied) += bytes;
     return t;
   };
   LlamaWeights w;
@@ -70,10 +92,15 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
     w.layers.push_back(std::move(l));
   }
   w.final_norm = get("model.norm.weight");
-  w.lm_head = config.tie_word_embeddings ? w.embed : get("lm_head.weight");
-  LlamaModel model(std::move(config), std::move(w));
+  if (!config.tie_word_embeddings)
+    w.lm_head = get("lm_head.weight");
+  else  // tied: the head is (this rank's rows of) the replicated embedding, no extra bytes
+    w.lm_head = tp ? w.embed.narrow(0, plan.vocab_begin, plan.vocab_end - plan.vocab_begin) : w.embed;
+  LlamaModel model(std::move(config), std::move(w), std::move(tp));
   model.mapped_bytes_ = mapped;
   model.copied_bytes_ = copied;
+  model.loaded_bytes_ = loaded;
+  for (const auto& f : ckpt.files()) model.files_.push_back(f->path());
   model.keepalive_ = keep;
   return model;
 }
@@ -96,7 +123,7 @@ std::vector<int64_t> LlamaModel::kept_layers(const std::vector<int64_t>& layers)
 at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& xn, int64_t start,
                                  at::Tensor* k_cache, at::Tensor* v_cache) const {
   const int64_t B = xn.size(0), T = xn.size(1);
-  const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, hd = config_.head_dim();
+  const int64_t H = heads_, KV = kv_heads_, hd = config_.head_dim();  // this rank's heads
   const int64_t rep = H / KV;
   at::Tensor q = kernels::rope(at::linear(xn, w.wq), H, start, rope_cos_, rope_sin_).view({B, T, H, hd}).transpose(1, 2);
   at::Tensor k = kernels::rope(at::linear(xn, w.wk), KV, start, rope_cos_, rope_sin_).view({B, T, KV, hd}).transpose(1, 2);
@@ -137,7 +164,9 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
         }
   });
   out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
-  return at::linear(out, w.wo);
+  at::Tensor update = at::linear(out, w.wo);
+  if (tp_) tp_->reduce(update);  // row-parallel o_proj: sum the ranks' partial products
+  return update;
 }
 
 ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions& options, KVCache* cache) const {
@@ -171,11 +200,16 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
     x = x + h;
     at::Tensor xn = kernels::rms_norm(x, w.ffn_norm, eps);
     at::Tensor gate = at::linear(xn, w.w_gate);
-    x = x + at::linear(kernels::swiglu_(gate, at::linear(xn, w.w_up)), w.w_down);
+    at::Tensor update = at::linear(kernels::swiglu_(gate, at::linear(xn, w.w_up)), w.w_down);
+    if (tp_) tp_->reduce(update);  // row-parallel down_proj
+    x = x + update;
   }
   if (options.return_hidden) result.hidden.push_back(x);
   if (cache) cache->length += T;
-  if (options.logits) result.logits = at::linear(kernels::rms_norm(x, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
+  if (options.logits) {
+    result.logits = at::linear(kernels::rms_norm(x, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
+    if (tp_) result.logits = tp_->gather_vocab(result.logits, config_.vocab_size);  // vocab-parallel head
+  }
   return result;
 }
 

@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "worker/comm.h"
 #include "worker/llama_config.h"
+#include "worker/tensor_parallel.h"
 
 namespace layerprune {
 
@@ -56,11 +58,15 @@ struct ForwardResult {
 struct LoadOptions {
   std::string dtype = "float32";        // compute dtype: float32 or bfloat16
   bool check_tensors = true;            // verify names/shapes against config.json
+  // A tensor-parallel group (worker/tensor_parallel.h): load only this rank's shard and run the forward
+  // pass with the group. Null or size 1: the whole model in this process.
+  std::shared_ptr<Communicator> comm;
 };
 
 class LlamaModel {
  public:
-  LlamaModel(LlamaConfig config, LlamaWeights weights);
+  // Weights of the whole model, or, with `tp`, of that rank's shard (shapes as tensor_parallel.h says).
+  LlamaModel(LlamaConfig config, LlamaWeights weights, std::shared_ptr<const TensorParallel> tp = nullptr);
 
   // Loads a Hugging Face-layout directory: config.json + model.safetensors (or a sharded index).
   // Weights whose dtype matches the compute dtype are zero-copy views of the memory-mapped file.
@@ -72,6 +78,12 @@ class LlamaModel {
   // Bytes of weights mapped from the checkpoint vs copied into memory at load (dtype conversions).
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   uint64_t copied_bytes() const { return copied_bytes_; }
+  // Bytes of the checkpoint this process read: its shard under tensor parallelism, else the whole model.
+  uint64_t loaded_bytes() const { return loaded_bytes_; }
+  // The checkpoint files the weights come from (empty for a model built in memory).
+  const std::vector<std::string>& checkpoint_files() const { return files_; }
+  // The tensor-parallel group this model is a shard of (null: a whole model).
+  const TensorParallel* tensor_parallel() const { return tp_.get(); }
 
   // tokens: [B, T] int64, right-padded; sequences of different lengths in one batch need no mask beyond
   // the causal one, because every padding position comes after every real one (outputs at real positions
@@ -88,8 +100,11 @@ class LlamaModel {
 
   LlamaConfig config_;
   LlamaWeights weights_;
+  std::shared_ptr<const TensorParallel> tp_;
+  int64_t heads_, kv_heads_;            // attention heads this process computes (all of them without tp_)
   at::Tensor rope_cos_, rope_sin_;      // [max_pos, hd/2] float32: cos and sin of position x frequency
-  uint64_t mapped_bytes_ = 0, copied_bytes_ = 0;
+  uint64_t mapped_bytes_ = 0, copied_bytes_ = 0, loaded_bytes_ = 0;
+  std::vector<std::string> files_;
   std::shared_ptr<const void> keepalive_;  // the checkpoint mapping the weights point into
 };
 

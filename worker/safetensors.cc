@@ -257,6 +257,10 @@ uint64_t read_le64(const uint8_t* p) {
 // SafetensorsFile
 // ------------------------------------------------------------------------------------------------
 
+void SafetensorsFile::advise_partial_reads() const {
+  if (map_) madvise(map_, map_size_, MADV_RANDOM);
+}
+
 SafetensorsFile::~SafetensorsFile() {
   if (map_) munmap(map_, map_size_);
 }

@@ -48,6 +48,9 @@ class SafetensorsFile {
   const TensorView* find(const std::string& name) const;                  // nullptr if absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }  // "__metadata__"
   const std::string& path() const { return path_; }
+  // Tells the kernel this process will read only parts of the file (a tensor-parallel shard): no
+  // read-ahead and no mapping of neighbouring pages on a fault, so what stays resident is what was read.
+  void advise_partial_reads() const;
   ~SafetensorsFile();  // unmaps
 
   SafetensorsFile(const SafetensorsFile&) = delete;
