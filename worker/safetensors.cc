@@ -565,7 +565,7 @@ uint64_t Checkpoint::total_bytes() const {
   return n;
 }
 
-const std::vector<std::shared_ptr<SafetensorsFile>>& Checkpoint::files() const { return state_->files; }
+std::vector<std::shared_ptr<SafetensorsFile>> Checkpoint::files() const { return state_->files; }
 
 // ------------------------------------------------------------------------------------------------
 // Writing

@@ -79,7 +79,8 @@ class Checkpoint {
   uint64_t total_bytes() const;                    // sum of tensor bytes
   const std::string& path() const { return path_; }
   // The mapped files, in file-name order (one for a single-file checkpoint).
-  const std::vector<std::shared_ptr<SafetensorsFile>>& files() const;
+  // (A copy: safe to iterate over the result of a temporary Checkpoint.)
+  std::vector<std::shared_ptr<SafetensorsFile>> files() const;
 
  private:
   struct State;
