@@ -9,13 +9,13 @@ namespace layerprune {
 
 nlohmann::json ForwardTask::to_json() const {
   return {{"id", id}, {"kind", "forward"}, {"model", model}, {"dtype", dtype}, {"tokens", tokens},
-          {"layers", layers}, {"hidden", hidden}, {"logits", logits}};
+          {"layers", layers}, {"hidden", hidden}, {"logits", logits}, {"repeat", repeat}};
 }
 
 ForwardTask ForwardTask::from_json(const nlohmann::json& j, const std::string& where) {
   auto fail = [&](const std::string& what) { throw InputError(where + ": " + what); };
   if (!j.is_object()) fail("a task must be a JSON object");
-  static const std::set<std::string> known = {"id", "kind", "model", "dtype", "tokens", "layers", "hidden", "logits"};
+  static const std::set<std::string> known = {"id", "kind", "model", "dtype", "tokens", "layers", "hidden", "logits", "repeat"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!known.count(it.key())) fail("unknown field \"" + it.key() + "\"");
   auto str = [&](const char* key, bool required, const std::string& fallback) -> std::string {
@@ -56,6 +56,10 @@ ForwardTask ForwardTask::from_json(const nlohmann::json& j, const std::string& w
   if (j.contains("layers")) t.layers = ints(j["layers"], "\"layers\"");
   t.hidden = boolean("hidden", false);
   t.logits = boolean("logits", true);
+  if (j.contains("repeat")) {
+    if (!j["repeat"].is_number_integer() || j["repeat"].get<int64_t>() < 1) fail("\"repeat\" must be a positive integer");
+    t.repeat = j["repeat"].get<int64_t>();
+  }
   return t;
 }
 

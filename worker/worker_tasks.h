@@ -1,7 +1,7 @@
 // Tasks a worker group runs, as JSON (one per line in a tasks file; later leased from the coordinator).
 //
 //   {"id": "t1", "kind": "forward", "model": "/models/x", "dtype": "float32",
-//    "tokens": [[1, 2, 3], [1, 5]], "layers": [0, 1, 3], "hidden": true, "logits": true}
+//    "tokens": [[1, 2, 3], [1, 5]], "layers": [0, 1, 3], "hidden": true, "logits": true, "repeat": 1}
 //
 // forward: runs the sequences as one right-padded batch (pad id 0) through the kept `layers` (default: all)
 // and writes <out>/<id>.safetensors ("logits" [B, T, V] float32, "hidden.K" [B, T, D] float32 for the input
@@ -22,6 +22,7 @@ struct ForwardTask {
   std::vector<std::vector<int64_t>> tokens;
   std::vector<int64_t> layers;
   bool hidden = false, logits = true;
+  int64_t repeat = 1;  // run the forward pass this many times (benchmarks): times reported, last result kept
 
   nlohmann::json to_json() const;
   // InputError naming `where` ("tasks.jsonl:3") and the field for anything missing or malformed.
