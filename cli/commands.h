@@ -9,5 +9,6 @@ int generate(int argc, char** argv);
 int locate(int argc, char** argv);
 int loss(int argc, char** argv);
 int make_model(int argc, char** argv);
+int plan(int argc, char** argv);
 
 }  // namespace layerprune::cli

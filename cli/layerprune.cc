@@ -31,6 +31,8 @@ const Command kCommands[] = {
     {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss, true},
     {"make-model", "write a random-initialised Llama of any shape (tests, benchmarks)",
      layerprune::cli::make_model, false},
+    {"plan", "per-rank memory and FLOPs of a pruned (optionally NF4, LoRA-healed) model, from config.json",
+     layerprune::cli::plan, false},
 };
 
 void usage(std::FILE* out) {

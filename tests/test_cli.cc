@@ -37,7 +37,7 @@ TEST(Cli, HelpAndUsageErrors) {
   EXPECT_EQ(run("--help").status, 0);
   EXPECT_EQ(run("").status, 2);
   EXPECT_EQ(run("no-such-command").status, 2);
-  for (const char* cmd : {"convert", "generate", "loss", "make-model"}) {
+  for (const char* cmd : {"convert", "generate", "loss", "make-model", "plan"}) {
     CliRun r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("usage: layerprune " + std::string(cmd)), std::string::npos) << r.out;
@@ -89,6 +89,28 @@ TEST(Cli, MakeModelWritesALoadableModel) {
   EXPECT_TRUE(std::ifstream(d.path() + "/m/model.safetensors").good());
   CliRun bad = run("make-model --out " + d.path() + "/b --dim 30 --heads 4");
   EXPECT_EQ(bad.status, 2) << "30 is not divisible by 4 heads";
+}
+
+TEST(Cli, PlanOn70BConfig) {
+  LP_REQUIRE_DATA(config, "llama2/Llama-2-70b-chat-hf/config.json");
+  CliRun r = run("plan --config " + config + " --tp 8 --quant nf4 --prune-fraction 0.5 --healing --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("pruning").at("kept_layers"), 40);
+  EXPECT_EQ(j.at("model").at("parameters"), 68976648192LL);
+  EXPECT_TRUE(j.at("per_rank").contains("healing_total_bytes"));
+  CliRun t = run("plan --config " + config + " --quant nf4 --prune-fraction 0.5");
+  ASSERT_EQ(t.status, 0);
+  EXPECT_CONTAINS(t.out, "quantisation constants");
+  EXPECT_CONTAINS(t.out, "18.706");  // GB of weights, tp 1
+  CliRun bad = run("plan --config " + config + " --tp 3 --json");
+  EXPECT_EQ(bad.status, 2);
+  const std::string e = nlohmann::json::parse(bad.out).at("error");
+  EXPECT_CONTAINS(e, "64 % 3 = 1");
+  EXPECT_EQ(run("plan --config " + config + " --prune-fraction 1").status, 2);
+  CliRun help = run("plan --help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_CONTAINS(help.out, "0.515869140625");
 }
 
 }  // namespace
