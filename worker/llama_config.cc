@@ -242,4 +242,28 @@ bool operator==(const LlamaConfig& a, const LlamaConfig& b) {
          a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
+HeadSplit split_heads(const LlamaConfig& c, int tp) {
+  auto n = [](int64_t v) { return std::to_string(v); };
+  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, F = c.intermediate_size;
+  if (tp < 1) throw InputError("tensor parallelism needs at least 1 rank, got " + n(tp));
+  if (H % tp != 0)
+    throw InputError("tensor parallelism over " + n(tp) + " ranks needs the " + n(H) +
+                     " attention heads to split evenly (" + n(H) + " % " + n(tp) + " = " + n(H % tp) + ")");
+  HeadSplit s;
+  s.heads_per_rank = H / tp;
+  if (KV % tp == 0) {
+    s.kv_heads_per_rank = KV / tp;
+  } else if (tp % KV == 0) {
+    s.kv_heads_per_rank = 1;
+    s.kv_replicated = true;
+  } else {
+    throw InputError("tensor parallelism over " + n(tp) + " ranks cannot split " + n(KV) +
+                     " key/value heads: KV heads must divide by the TP size (" + n(KV) + " % " + n(tp) + " = " +
+                     n(KV % tp) + ") or the TP size by the KV heads (" + n(tp) + " % " + n(KV) + " = " +
+                     n(tp % KV) + ")");
+  }
+  if (F < tp) throw InputError("tensor parallelism over " + n(tp) + " ranks: only " + n(F) + " FFN features");
+  return s;
+}
+
 }  // namespace layerprune

@@ -36,4 +36,14 @@ struct LlamaConfig {
 bool operator==(const LlamaConfig& a, const LlamaConfig& b);
 inline bool operator!=(const LlamaConfig& a, const LlamaConfig& b) { return !(a == b); }
 
+// How tp ranks split the heads (Megatron layout, worker/tensor_parallel.h): the query heads evenly; the KV
+// heads evenly when KV % tp == 0, else one per rank replicated on tp/KV ranks when tp % KV == 0. Anything
+// else, or fewer FFN features than ranks, is an InputError naming the numbers. Shared by the model and the
+// planner so both refuse the same shapes with the same words.
+struct HeadSplit {
+  int64_t heads_per_rank = 0, kv_heads_per_rank = 0;
+  bool kv_replicated = false;
+};
+HeadSplit split_heads(const LlamaConfig& config, int tp);
+
 }  // namespace layerprune

@@ -92,23 +92,10 @@ MemoryPlan plan_memory(const LlamaConfig& c, const PlanOptions& o) {
   if (o.healing && o.lora_rank > D)
     throw InputError("plan: a LoRA rank of " + n(o.lora_rank) + " exceeds the hidden size " + n(D));
 
-  // The same split as plan_tensor_parallel (worker/tensor_parallel.cc), same messages.
-  if (H % tp != 0)
-    throw InputError("tensor parallelism over " + n(tp) + " ranks needs the " + n(H) +
-                     " attention heads to split evenly (" + n(H) + " % " + n(tp) + " = " + n(H % tp) + ")");
-  if (KV % tp == 0) {
-    p.kv_heads_per_rank = KV / tp;
-  } else if (tp % KV == 0) {
-    p.kv_heads_per_rank = 1;
-    p.kv_replicated = true;
-  } else {
-    throw InputError("tensor parallelism over " + n(tp) + " ranks cannot split " + n(KV) +
-                     " key/value heads: KV heads must divide by the TP size (" + n(KV) + " % " + n(tp) + " = " +
-                     n(KV % tp) + ") or the TP size by the KV heads (" + n(tp) + " % " + n(KV) + " = " +
-                     n(tp % KV) + ")");
-  }
-  if (F < tp) throw InputError("tensor parallelism over " + n(tp) + " ranks: only " + n(F) + " FFN features");
-  p.heads_per_rank = H / tp;
+  const HeadSplit split = split_heads(c, tp);  // the model's split and refusals
+  p.kv_heads_per_rank = split.kv_heads_per_rank;
+  p.kv_replicated = split.kv_replicated;
+  p.heads_per_rank = split.heads_per_rank;
   p.ffn_per_rank = ceil_div(F, tp);  // the largest of the near-equal ranges
   p.vocab_per_rank = ceil_div(V, tp);
 

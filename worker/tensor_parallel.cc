@@ -22,29 +22,17 @@ std::pair<int64_t, int64_t> even_range(int64_t total, int tp, int rank) {
 TensorParallelPlan plan_tensor_parallel(const LlamaConfig& c, int tp, int rank) {
   if (tp < 1 || rank < 0 || rank >= tp)
     throw InputError("tensor parallelism: rank " + n(rank) + " of " + n(tp) + " is not a valid rank");
-  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, F = c.intermediate_size, V = c.vocab_size;
+  const int64_t KV = c.num_key_value_heads, F = c.intermediate_size, V = c.vocab_size;
   TensorParallelPlan p;
   p.tp = tp;
   p.rank = rank;
-  if (H % tp != 0)
-    throw InputError("tensor parallelism over " + n(tp) + " ranks needs the " + n(H) +
-                     " attention heads to split evenly (" + n(H) + " % " + n(tp) + " = " + n(H % tp) + ")");
-  p.heads = H / tp;
+  const HeadSplit split = split_heads(c, tp);
+  p.heads = split.heads_per_rank;
   p.head_begin = rank * p.heads;
-  if (KV % tp == 0) {
-    p.kv_heads = KV / tp;
-    p.kv_head_begin = rank * p.kv_heads;
-  } else if (tp % KV == 0) {
-    p.kv_heads = 1;
-    p.kv_head_begin = rank / (tp / KV);
-    p.kv_replicated = true;
-  } else {
-    throw InputError("tensor parallelism over " + n(tp) + " ranks cannot split " + n(KV) +
-                     " key/value heads: KV heads must divide by the TP size (" + n(KV) + " % " + n(tp) + " = " +
-                     n(KV % tp) + ") or the TP size by the KV heads (" + n(tp) + " % " + n(KV) + " = " +
-                     n(tp % KV) + ")");
-  }
-  if (F < tp) throw InputError("tensor parallelism over " + n(tp) + " ranks: only " + n(F) + " FFN features");
+  p.kv_heads = split.kv_heads_per_rank;
+  p.kv_replicated = split.kv_replicated;
+  // Replicated: the tp/KV consecutive ranks that share a KV head.
+  p.kv_head_begin = split.kv_replicated ? rank / (tp / KV) : rank * p.kv_heads;
   std::tie(p.ffn_begin, p.ffn_end) = even_range(F, tp, rank);
   p.vocab_shard = (V + tp - 1) / tp;
   p.vocab_begin = std::min(V, rank * p.vocab_shard);
