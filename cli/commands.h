@@ -5,10 +5,12 @@
 namespace layerprune::cli {
 
 int convert(int argc, char** argv);
+int distances(int argc, char** argv);
 int generate(int argc, char** argv);
 int locate(int argc, char** argv);
 int loss(int argc, char** argv);
 int make_model(int argc, char** argv);
 int plan(int argc, char** argv);
+int prune(int argc, char** argv);
 
 }  // namespace layerprune::cli

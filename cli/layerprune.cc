@@ -26,6 +26,8 @@ struct Command {
 const Command kCommands[] = {
     {"convert", "turn a llama2.c checkpoint + tokenizer into a Hugging Face-layout model directory",
      layerprune::cli::convert, false},
+    {"distances", "angular distance between layer inputs (paper Eq. 7), l*(n) per block size, heatmap SVG",
+     layerprune::cli::distances, true},
     {"generate", "greedy text generation from a prompt", layerprune::cli::generate, true},
     {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate, false},
     {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss, true},
@@ -33,6 +35,8 @@ const Command kCommands[] = {
      layerprune::cli::make_model, false},
     {"plan", "per-rank memory and FLOPs of a pruned (optionally NF4, LoRA-healed) model, from config.json",
      layerprune::cli::plan, false},
+    {"prune", "drop a block of layers (similarity or simple strategy) and export the pruned model",
+     layerprune::cli::prune, true},
 };
 
 void usage(std::FILE* out) {

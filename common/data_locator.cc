@@ -22,9 +22,14 @@ const std::vector<DataAsset>& known_assets() {
 std::vector<std::string> data_roots() {
   std::vector<std::string> roots;
   if (const char* mirror = std::getenv("LAYERPRUNE_DATA"); mirror && *mirror) roots.emplace_back(mirror);
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) roots.push_back(std::string(xdg) + "/layerprune");
-  else if (const char* home = std::getenv("HOME"); home && *home) roots.push_back(std::string(home) + "/.cache/layerprune");
+  if (std::string cache = cache_dir(); !cache.empty()) roots.push_back(cache);
   return roots;
+}
+
+std::string cache_dir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/layerprune";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.cache/layerprune";
+  return "";
 }
 
 std::string locate_data(const std::string& name_or_path) {

@@ -19,6 +19,10 @@ const std::vector<DataAsset>& known_assets();
 // ~/.cache/layerprune (where deploy/download_data.sh writes).
 std::vector<std::string> data_roots();
 
+// Where layerprune keeps what it computes once and reuses (distance tables): $XDG_CACHE_HOME/layerprune or
+// ~/.cache/layerprune ("" when neither HOME nor XDG_CACHE_HOME is set).
+std::string cache_dir();
+
 // An existing path is returned as is; a known asset name (optionally followed by /sub/path) resolves to
 // the first root that has it. Otherwise InputError saying where it looked and how to get it.
 std::string locate_data(const std::string& name_or_path);

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/text_file.h"
+#include "tests/model_fixtures.h"
 #include "tests/test_support.h"
 #include "worker/generate.h"
 #include "worker/llama.h"
@@ -25,27 +26,7 @@ namespace {
 
 using testing::TempDir;
 
-// Converts stories260K once per test binary into a temp dir (a few ms).
-class Stories260K : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    std::string bin = testing::data_file("stories260K/stories260K.bin");
-    std::string tok = testing::data_file("stories260K/tok512.model");
-    if (bin.empty() || tok.empty()) return;
-    dir_ = new TempDir();
-    convert_llama2c(bin, tok, dir_->path() + "/stories260K");
-  }
-  static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    if (!dir_) GTEST_SKIP() << "stories260K not found under " << testing::data_dir() << " (set LAYERPRUNE_DATA)";
-  }
-  static std::string model_dir() { return dir_->path() + "/stories260K"; }
-  static TempDir* dir_;
-};
-TempDir* Stories260K::dir_ = nullptr;
+using testing::Stories260K;
 
 LlamaConfig shape(int64_t dim, int64_t ffn, int64_t layers, int64_t heads, int64_t kv_heads, int64_t vocab,
                   int64_t context) {

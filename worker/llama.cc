@@ -190,7 +190,17 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
   if (cache && cache->k.size() != kept.size()) throw std::logic_error("KV cache was built for another layer list");
 
   ForwardResult result;
-  at::Tensor x = at::embedding(weights_.embed, tokens);  // [B, T, D]
+  at::Tensor x;
+  if (options.input_hidden.defined()) {
+    const auto& h = options.input_hidden;
+    if (h.dim() != 3 || h.size(0) != tokens.size(0) || h.size(1) != T || h.size(2) != config_.hidden_size ||
+        h.scalar_type() != dtype())
+      throw InputError("forward: input_hidden must be [" + std::to_string(tokens.size(0)) + ", " +
+                       std::to_string(T) + ", " + std::to_string(config_.hidden_size) + "] in the compute dtype");
+    x = h;
+  } else {
+    x = at::embedding(weights_.embed, tokens);  // [B, T, D]
+  }
   const double eps = config_.rms_norm_eps;
   for (size_t i = 0; i < kept.size(); ++i) {
     const LlamaLayerWeights& w = weights_.layers[kept[i]];

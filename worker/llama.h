@@ -48,6 +48,10 @@ struct ForwardOptions {
   bool return_hidden = false;
   // Compute logits (the LM head is a large share of the work; distance passes skip it).
   bool logits = true;
+  // Resume from a hidden state: when defined ([B, T, D], compute dtype), it is the input of the first layer
+  // in `layers` instead of the embedding of `tokens` (which still give the batch shape and positions).
+  // The shared-prefix sweep runs the layers every variant shares once and resumes each variant from there.
+  at::Tensor input_hidden;
 };
 
 struct ForwardResult {

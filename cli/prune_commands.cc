@@ -1,0 +1,235 @@
+// Pruning subcommands: distances (paper Eq. 7 table, l*(n), heatmap) and prune (export a pruned model).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/model_flags.h"
+#include "common/data_locator.h"
+#include "common/error.h"
+#include "common/hashing.h"
+#include "common/svg.h"
+#include "common/text_file.h"
+#include "common/version.h"
+#include "worker/distances.h"
+#include "worker/prune_export.h"
+#include "worker/pruning.h"
+
+namespace layerprune::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const char* const kCalibrationHelp =
+    "Calibration recipe: the documents of --data (JSONL with a \"text\" field per line, or plain text split\n"
+    "into paragraphs on blank lines; whitespace-only documents dropped) are ordered by sha256(\"<seed>:<index>\")\n"
+    "and the first --samples taken; each is BOS + its tokens, cut to --seq-len (at most the model's context).\n"
+    "d(l, n) = arccos(cos(x_l, x_{l+n})) / pi at each sequence's last token, averaged over the samples, where\n"
+    "x_l is the input of layer l and x_L the last layer's output before the final norm (Gromov et al., Eq. 7).\n"
+    "Results are cached under --cache by (model fingerprint, data sha256, recipe, dtype).";
+
+void add_calibration_flags(ArgParser& p) {
+  p.option("data", "calibration text: .jsonl (field \"text\") or plain text (a name from `layerprune locate` works)", "")
+      .option("samples", "calibration sequences", "64")
+      .option("seq-len", "tokens per sequence including BOS (cut to the model's context)", "512")
+      .option("seed", "sampling seed", "0")
+      .option("batch", "sequences per forward pass", "4")
+      .option("cache", "distance cache directory (\"\": ~/.cache/layerprune/distances)", "")
+      .flag("no-cache", "measure even when a cached table exists (and do not store it)");
+}
+
+// The table for (model, calibration), from the cache when it holds it, else measured (and stored).
+DistanceResult distances_for(const ArgParser& p, const LoadedModel& m) {
+  CalibrationRecipe recipe;
+  recipe.samples = p.get_int("samples");
+  recipe.seq_len = p.get_int("seq-len");
+  const int64_t seed = p.get_int("seed");
+  if (seed < 0) throw UsageError("--seed must be >= 0");
+  recipe.seed = uint64_t(seed);
+  if (p.get("data").empty()) throw UsageError("--data (calibration text) is needed to measure distances");
+  const std::string data = locate_data(p.get("data"));
+  const std::string dir = p.get("model");
+  DistanceResult r;
+  r.model_dir = dir;
+  r.model_fingerprint = model_fingerprint(dir);
+  r.dtype = p.get("dtype");
+  r.recipe = recipe;
+  r.data_path = data;
+  r.data_sha256 = sha256_file(data);
+  r.key = distance_key(r.model_fingerprint, r.data_sha256, recipe, r.dtype);
+  std::string cache = p.get("cache");
+  if (cache.empty() && !cache_dir().empty()) cache = cache_dir() + "/distances";
+  const std::string cached = cache.empty() ? "" : cache + "/" + r.key + ".json";
+  if (!p.flag_set("no-cache") && !cached.empty() && fs::exists(cached)) {
+    DistanceResult c = DistanceResult::from_json(read_file(cached), cached);
+    if (c.key == r.key && c.table.layers() == m.model.config().num_hidden_layers) {
+      std::fprintf(stderr, "distances: cached %s (measured in %.1fs by %s)\n", cached.c_str(), c.seconds,
+                   c.code_version.c_str());
+      return c;
+    }
+    std::fprintf(stderr, "distances: ignoring %s (another key or layer count)\n", cached.c_str());
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  CalibrationSet set = build_calibration(data, m.tokenizer, recipe, m.model.config().max_position_embeddings);
+  std::fprintf(stderr, "distances: %lld samples (%lld tokens) of %lld documents in %s, seed %llu\n",
+               (long long)set.sequences.size(), (long long)set.tokens(), (long long)set.documents, data.c_str(),
+               (unsigned long long)recipe.seed);
+  DistanceOptions opt;
+  opt.batch_size = p.get_int("batch");
+  r.table = measure_distances(m.model, set, opt);
+  r.documents = set.documents;
+  r.tokens = set.tokens();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.code_version = layerprune_version();
+  if (!p.flag_set("no-cache") && !cached.empty()) {
+    std::error_code ec;
+    fs::create_directories(cache, ec);
+    if (ec) throw InputError(cache + ": cannot create the distance cache (" + ec.message() + ")");
+    write_file(cached, r.to_json());
+  }
+  return r;
+}
+
+// The paper's Figure 1c: d(l, n) over start layer l (x) and block size n (y), l*(n) marked.
+std::string heatmap(const DistanceResult& r) {
+  const DistanceTable& t = r.table;
+  const int64_t L = t.layers();
+  Heatmap h;
+  h.title = "angular distance d(x_l, x_l+n): " + fs::path(r.model_dir).filename().string();
+  h.x_label = "layer l";
+  h.y_label = "block size n";
+  h.value_label = "d";
+  h.rows = L;
+  h.cols = L;
+  h.row_first = 1;
+  h.values.assign(size_t(L * L), std::numeric_limits<double>::quiet_NaN());
+  for (int64_t n = 1; n <= L; ++n) {
+    for (int64_t l = 0; l + n <= L; ++l) h.values[size_t((n - 1) * L + l)] = t.at(l, n);
+    h.marks.push_back(t.best_start(n));
+  }
+  return heatmap_svg(h);
+}
+
+void print_table(const DistanceResult& r) {
+  const DistanceTable& t = r.table;
+  const int64_t L = t.layers();
+  std::printf("angular distances d(l, n), %s, %lld layers; calibration %s (%lld samples, seq %lld, seed %llu), %s\n",
+              r.model_dir.c_str(), (long long)L, r.data_path.c_str(), (long long)r.recipe.samples,
+              (long long)r.recipe.seq_len, (unsigned long long)r.recipe.seed, r.dtype.c_str());
+  std::printf("%4s %6s %10s  %s\n", "n", "l*(n)", "d(l*, n)", "drop");
+  for (int64_t n = 1; n <= L; ++n) {
+    const int64_t l = t.best_start(n);
+    std::printf("%4lld %6lld %10.6f  %lld-%lld\n", (long long)n, (long long)l, t.at(l, n), (long long)l,
+                (long long)(l + n - 1));
+  }
+  if (L > 40) {
+    std::printf("(full table of %lld x %lld entries: --json or the SVG)\n", (long long)L, (long long)L);
+    return;
+  }
+  std::printf("\nd(l, n): rows n, columns l\n%4s", "n\\l");
+  for (int64_t l = 0; l < L; ++l) std::printf(" %6lld", (long long)l);
+  std::printf("\n");
+  for (int64_t n = 1; n <= L; ++n) {
+    std::printf("%4lld", (long long)n);
+    for (int64_t l = 0; l + n <= L; ++l) std::printf(" %6.4f", t.at(l, n));
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+
+int distances(int argc, char** argv) {
+  ArgParser p("distances", "Angular distance between the inputs of layers l and l+n for every block size n (paper\n"
+                           "Eq. 7), and the block l*(n) the similarity strategy would drop.");
+  add_model_flags(p);
+  add_calibration_flags(p);
+  p.option("svg", "write the heatmap of d over (l, n) here (the paper's Figure 1c)", "")
+      .option("out", "write the result JSON here", "")
+      .epilog(kCalibrationHelp);
+  if (!p.parse(argc, argv)) return 0;
+  LoadedModel m = load_model(p);
+  DistanceResult r = distances_for(p, m);
+  if (!p.get("svg").empty()) write_file(p.get("svg"), heatmap(r));
+  if (!p.get("out").empty()) write_file(p.get("out"), r.to_json());
+  if (p.flag_set("json")) std::cout << r.to_json() << std::endl;
+  else print_table(r);
+  return 0;
+}
+
+int prune(int argc, char** argv) {
+  ArgParser p("prune", "Drop a block of layers and write the pruned model as a Hugging Face directory (layers\n"
+                       "renumbered, num_hidden_layers updated). Say what to drop with one of --fraction, --n,\n"
+                       "--drop or --keep.");
+  add_model_flags(p);
+  add_calibration_flags(p);
+  p.option("out", "output directory")
+      .option("strategy", "similarity (the block with the smallest distance) or simple (the n layers before the last)",
+              "similarity")
+      .option("fraction", "drop n = round(fraction x L) layers (halves up)", "")
+      .option("n", "drop this many layers", "")
+      .option("drop", "drop exactly these layers (e.g. 2-3)", "")
+      .option("keep", "keep exactly these layers (e.g. 0,1,4)", "")
+      .epilog(std::string("Strategies: similarity drops l*(n)..l*(n)+n-1 with l*(n) = argmin_l d(l, n); simple drops\n"
+                          "L-1-n..L-2 (the final layer is kept). --data is needed for similarity only.\n") +
+              kCalibrationHelp);
+  if (!p.parse(argc, argv)) return 0;
+  int given = 0;
+  for (const char* f : {"fraction", "n", "drop", "keep"}) given += p.given(f) ? 1 : 0;
+  if (given != 1) throw UsageError("prune: give exactly one of --fraction, --n, --drop, --keep");
+  LoadedModel m = load_model(p);
+  const int64_t L = m.model.config().num_hidden_layers;
+  const Strategy strategy = parse_strategy(p.get("strategy"));
+  PrunePlan plan;
+  json how;
+  if (p.given("drop") || p.given("keep")) {
+    const bool keep = p.given("keep");
+    std::vector<int64_t> list = parse_layer_list(p.get(keep ? "keep" : "drop"), keep ? "--keep" : "--drop");
+    for (int64_t l : list)
+      if (l >= L) throw InputError("layer " + std::to_string(l) + " does not exist: the model has " + std::to_string(L));
+    plan.layers = L;
+    for (int64_t l = 0; l < L; ++l) {
+      bool listed = std::find(list.begin(), list.end(), l) != list.end();
+      if (listed == keep) plan.kept.push_back(l);
+    }
+    plan.n = L - int64_t(plan.kept.size());
+    how = {{"rule", keep ? "keep" : "drop"}, {"layers", list}};
+  } else {
+    const int64_t n = p.given("n") ? p.get_int("n") : layers_to_prune(p.get_double("fraction"), L);
+    DistanceResult r;
+    if (strategy == Strategy::kSimilarity && n > 0) r = distances_for(p, m);
+    plan = plan_pruning(strategy, L, n, strategy == Strategy::kSimilarity && n > 0 ? &r.table : nullptr);
+    how = {{"rule", strategy_name(strategy)}, {"n", n}, {"first_dropped", plan.first_dropped},
+           {"distance", plan.distance}};
+    if (p.given("fraction")) how["fraction"] = p.get_double("fraction");
+    if (strategy == Strategy::kSimilarity && n > 0) how["distance_key"] = r.key;
+  }
+  if (plan.kept.empty()) throw InputError("prune: every layer would be dropped; at least one must stay");
+  PruneExport e = export_pruned_model(p.get("model"), plan.kept, p.get("out"));
+  std::vector<int64_t> dropped;
+  for (int64_t l = 0; l < L; ++l)
+    if (std::find(plan.kept.begin(), plan.kept.end(), l) == plan.kept.end()) dropped.push_back(l);
+  if (p.flag_set("json")) {
+    std::cout << json{{"out", p.get("out")}, {"layers", L}, {"kept", plan.kept}, {"dropped", dropped},
+                      {"realised_fraction", double(dropped.size()) / double(L)}, {"how", how},
+                      {"bytes_written", e.bytes_written}, {"files", e.files}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::printf("%s: dropped %zu of %lld layers (%s; realised fraction %.3f), kept %s -> %s (%lld layers, %.1f MB)\n",
+                p.get("model").c_str(), dropped.size(), (long long)L,
+                dropped.empty() ? "none" : format_layer_ranges(dropped).c_str(), double(dropped.size()) / double(L),
+                format_layer_ranges(plan.kept).c_str(), p.get("out").c_str(), (long long)e.kept_layers,
+                double(e.bytes_written) / 1e6);
+  }
+  return 0;
+}
+
+}  // namespace layerprune::cli

@@ -1,0 +1,121 @@
+#include "worker/pruning.h"
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+#include "common/error.h"
+
+namespace layerprune {
+
+namespace {
+std::string n_str(int64_t v) { return std::to_string(v); }
+}  // namespace
+
+DistanceTable::DistanceTable(int64_t layers, std::vector<double> pair) : layers_(layers), pair_(std::move(pair)) {
+  if (layers < 1 || int64_t(pair_.size()) != (layers + 1) * (layers + 1))
+    throw std::invalid_argument("DistanceTable: need (L+1)^2 entries");
+}
+
+double DistanceTable::at(int64_t l, int64_t n) const {
+  if (n < 1 || n > layers_ || l < 0 || l + n > layers_)
+    throw std::out_of_range("DistanceTable::at(" + n_str(l) + ", " + n_str(n) + ") with L = " + n_str(layers_));
+  return pair_[size_t(l * (layers_ + 1) + l + n)];
+}
+
+int64_t DistanceTable::best_start(int64_t n) const {
+  int64_t best = 0;
+  for (int64_t l = 1; l + n <= layers_; ++l)
+    if (at(l, n) < at(best, n)) best = l;
+  return best;
+}
+
+Strategy parse_strategy(const std::string& name) {
+  if (name == "similarity") return Strategy::kSimilarity;
+  if (name == "simple") return Strategy::kSimple;
+  throw InputError("unknown pruning strategy \"" + name + "\": expected similarity or simple");
+}
+
+const char* strategy_name(Strategy s) { return s == Strategy::kSimilarity ? "similarity" : "simple"; }
+
+int64_t layers_to_prune(double fraction, int64_t layers) {
+  if (!(fraction >= 0.0 && fraction < 1.0))
+    throw InputError("pruning fraction must be in [0, 1), got " + std::to_string(fraction));
+  const int64_t n = int64_t(std::floor(fraction * double(layers) + 0.5));
+  if (n > layers - 1) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "pruning fraction %g of %lld layers drops %lld, leaving none (at most %lld)",
+                  fraction, (long long)layers, (long long)n, (long long)(layers - 1));
+    throw InputError(buf);
+  }
+  return n;
+}
+
+PrunePlan plan_pruning(Strategy strategy, int64_t layers, int64_t n, const DistanceTable* table) {
+  if (layers < 1) throw InputError("pruning: the model has no layers");
+  if (n < 0 || n > layers - 1)
+    throw InputError("pruning " + n_str(n) + " of " + n_str(layers) + " layers: n must be in 0.." +
+                     n_str(layers - 1) + " (at least one layer stays)");
+  PrunePlan p;
+  p.strategy = strategy;
+  p.layers = layers;
+  p.n = n;
+  if (n > 0) {
+    if (strategy == Strategy::kSimilarity) {
+      if (!table) throw std::logic_error("similarity pruning needs a distance table");
+      if (table->layers() != layers)
+        throw InputError("distance table is for " + n_str(table->layers()) + " layers, the model has " +
+                         n_str(layers));
+      p.first_dropped = table->best_start(n);
+      p.distance = table->at(p.first_dropped, n);
+    } else {
+      p.first_dropped = layers - 1 - n;
+    }
+  }
+  for (int64_t l = 0; l < layers; ++l)
+    if (n == 0 || l < p.first_dropped || l >= p.first_dropped + n) p.kept.push_back(l);
+  return p;
+}
+
+std::string format_layer_ranges(const std::vector<int64_t>& layers) {
+  std::string out;
+  for (size_t i = 0; i < layers.size();) {
+    size_t j = i;
+    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
+    if (!out.empty()) out += ",";
+    out += n_str(layers[i]);
+    if (j > i) out += "-" + n_str(layers[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+std::vector<int64_t> parse_layer_list(const std::string& text, const std::string& what) {
+  std::vector<int64_t> out;
+  auto bad = [&](const std::string& why) -> InputError {
+    return InputError(what + " \"" + text + "\": " + why + " (expected layer indices like 0,1,4 or 0-2,4)");
+  };
+  auto number = [&](const std::string& s) -> int64_t {
+    if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos)
+      throw bad("\"" + s + "\" is not a layer index");
+    return std::stoll(s);
+  };
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t dash = item.find('-');
+    int64_t a = number(dash == std::string::npos ? item : item.substr(0, dash));
+    int64_t b = dash == std::string::npos ? a : number(item.substr(dash + 1));
+    if (b < a) throw bad("range " + item + " runs backwards");
+    for (int64_t l = a; l <= b; ++l) {
+      if (!out.empty() && l <= out.back()) throw bad("indices must increase");
+      out.push_back(l);
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace layerprune
