@@ -26,6 +26,8 @@ struct Command {
 const Command kCommands[] = {
     {"convert", "turn a llama2.c checkpoint + tokenizer into a Hugging Face-layout model directory",
      layerprune::cli::convert, false},
+    {"eval", "MMLU / BoolQ accuracy of a whole or layer-pruned model (lm-evaluation-harness scoring)",
+     layerprune::cli::eval, true},
     {"generate", "greedy text generation from a prompt", layerprune::cli::generate, true},
     {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate, false},
     {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss, true},

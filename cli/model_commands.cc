@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/model_loading.h"
 #include "common/args.h"
 #include "common/error.h"
 #include "common/hashing.h"
@@ -26,42 +27,6 @@ namespace layerprune::cli {
 namespace {
 
 using nlohmann::json;
-
-// Flags every model-level command shares.
-void add_model_flags(ArgParser& p) {
-  p.option("model", "Hugging Face-layout model directory (config.json, *.safetensors, tokenizer.model)")
-      .option("threads", "CPU threads (0: $OMP_NUM_THREADS or all cores)", "0")
-      .option("dtype", "compute dtype: float32 or bfloat16", "float32")
-      .flag("json", "print one JSON document on stdout");
-}
-
-struct LoadedModel {
-  LlamaModel model;
-  Tokenizer tokenizer;
-};
-
-LoadedModel load_model(const ArgParser& p) {
-  int threads = configure_threads(int(p.get_int("threads")));
-  std::string dir = p.get("model");
-  if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory");
-  std::string tok = dir + "/tokenizer.model";
-  if (!std::filesystem::exists(tok))
-    throw InputError(dir + ": no tokenizer.model (a SentencePiece model) in the model directory");
-  auto t0 = std::chrono::steady_clock::now();
-  LoadOptions lo;
-  lo.dtype = p.get("dtype");
-  LlamaModel model = LlamaModel::load(dir, lo);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto& c = model.config();
-  std::fprintf(stderr, "loaded %s: %lld layers, dim %lld, vocab %lld, %.1f MB mapped + %.1f MB copied in %.2fs, %d threads\n",
-               dir.c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.vocab_size,
-               model.mapped_bytes() / 1e6, model.copied_bytes() / 1e6, secs, threads);
-  Tokenizer tokenizer = Tokenizer::load(tok);
-  if (tokenizer.vocab_size() != c.vocab_size)
-    throw InputError(tok + ": tokenizer has " + std::to_string(tokenizer.vocab_size()) +
-                     " pieces but the model's vocabulary is " + std::to_string(c.vocab_size));
-  return {std::move(model), std::move(tokenizer)};
-}
 
 }  // namespace
 
