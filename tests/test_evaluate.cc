@@ -118,6 +118,8 @@ TEST(MmluReader, SubjectsAreReportedNotSkipped) {
   write(d.file("dev/empty_dev.csv"), row);
   MmluReadOptions o;
   o.shots = 2;
+  o.subjects = {"alpha", "alpha"};
+  EXPECT_CONTAINS(input_error([&] { read_mmlu(d.path(), o); }), "subject 'alpha' is asked for twice");
   o.subjects = {"alpha", "nope"};
   EXPECT_CONTAINS(input_error([&] { read_mmlu(d.path(), o); }), "subject 'nope' has no test file");
   o.subjects = {"empty"};

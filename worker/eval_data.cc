@@ -76,6 +76,9 @@ std::vector<MmluSubject> read_mmlu(const std::string& root, const MmluReadOption
     std::sort(names.begin(), names.end());
   }
   std::vector<MmluSubject> subjects;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (std::find(names.begin(), names.begin() + std::ptrdiff_t(i), names[i]) != names.begin() + std::ptrdiff_t(i))
+      throw InputError("mmlu: subject '" + names[i] + "' is asked for twice");
   for (const std::string& name : names) {
     MmluSubject s;
     s.name = name;
