@@ -6,6 +6,7 @@ namespace layerprune::cli {
 
 int convert(int argc, char** argv);
 int distances(int argc, char** argv);
+int eval(int argc, char** argv);
 int generate(int argc, char** argv);
 int locate(int argc, char** argv);
 int loss(int argc, char** argv);

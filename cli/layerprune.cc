@@ -28,6 +28,8 @@ const Command kCommands[] = {
      layerprune::cli::convert, false},
     {"distances", "angular distance between layer inputs (paper Eq. 7), l*(n) per block size, heatmap SVG",
      layerprune::cli::distances, true},
+    {"eval", "MMLU / BoolQ accuracy of a whole or layer-pruned model (lm-evaluation-harness scoring)",
+     layerprune::cli::eval, true},
     {"generate", "greedy text generation from a prompt", layerprune::cli::generate, true},
     {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate, false},
     {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss, true},

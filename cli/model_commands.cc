@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/model_flags.h"
+#include "cli/model_loading.h"
 #include "common/args.h"
 #include "common/error.h"
 #include "common/hashing.h"

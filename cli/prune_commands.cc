@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/model_flags.h"
+#include "cli/model_loading.h"
 #include "common/data_locator.h"
 #include "common/error.h"
 #include "common/hashing.h"
@@ -192,13 +192,8 @@ int prune(int argc, char** argv) {
   if (p.given("drop") || p.given("keep")) {
     const bool keep = p.given("keep");
     std::vector<int64_t> list = parse_layer_list(p.get(keep ? "keep" : "drop"), keep ? "--keep" : "--drop");
-    for (int64_t l : list)
-      if (l >= L) throw InputError("layer " + std::to_string(l) + " does not exist: the model has " + std::to_string(L));
     plan.layers = L;
-    for (int64_t l = 0; l < L; ++l) {
-      bool listed = std::find(list.begin(), list.end(), l) != list.end();
-      if (listed == keep) plan.kept.push_back(l);
-    }
+    plan.kept = kept_layers_from(p.get("keep"), p.get("drop"), L);
     plan.n = L - int64_t(plan.kept.size());
     how = {{"rule", keep ? "keep" : "drop"}, {"layers", list}};
   } else {

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -37,12 +38,13 @@ TEST(Cli, HelpAndUsageErrors) {
   EXPECT_EQ(run("--help").status, 0);
   EXPECT_EQ(run("").status, 2);
   EXPECT_EQ(run("no-such-command").status, 2);
-  for (const char* cmd : {"convert", "generate", "loss", "make-model", "plan"}) {
+  for (const char* cmd : {"convert", "eval", "generate", "loss", "make-model", "plan"}) {
     CliRun r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("usage: layerprune " + std::string(cmd)), std::string::npos) << r.out;
   }
   EXPECT_NE(run("loss --help").out.find("non-overlapping"), std::string::npos) << "the loss recipe is in its help";
+  EXPECT_CONTAINS(run("eval --help").out, "_encode_pair");
   EXPECT_EQ(run("generate --bogus 1").status, 2);
   EXPECT_EQ(run("generate").status, 2) << "--model is required";
 }
@@ -78,6 +80,65 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   EXPECT_EQ(lj.at("predicted_tokens"), 4 * 511);
   EXPECT_GT(lj.at("mean_nll").get<double>(), 0.5);
   EXPECT_LT(lj.at("mean_nll").get<double>(), 3.0);
+}
+
+TEST(Cli, EvalOnStories260K) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  LP_REQUIRE_DATA(mmlu, "mmlu/hendrycks_format");
+  LP_REQUIRE_DATA(boolq, "boolq/val.jsonl");
+  testing::TempDir d;
+  std::string model = d.path() + "/stories260K";
+  ASSERT_EQ(run("convert --llama2c " + bin + " --tokenizer " + tok + " --out " + model).status, 0);
+  // BoolQ through the data locator (LAYERPRUNE_DATA), whole model.
+  CliRun b = run("eval --model " + model + " --task boolq --limit 4 --json --threads 1");
+  ASSERT_EQ(b.status, 0) << b.out;
+  auto bj = nlohmann::json::parse(b.out);
+  EXPECT_EQ(bj.at("total"), 4);
+  EXPECT_EQ(bj.at("layers"), nlohmann::json({0, 1, 2, 3, 4}));
+  EXPECT_EQ(bj.at("data_sha256").begin().value(), "21acbfbd1e7908fddd9e626bc2a6101c5a5430bda3fbf74985b979af7a63b989");
+  EXPECT_CONTAINS(bj.at("truncation").get<std::string>(), "left-truncated to 512 tokens");
+  EXPECT_FALSE(bj.at("code_version").get<std::string>().empty());
+  // MMLU 5-shot with layers 2 and 3 dropped: the reference's predictions (tests/golden/stories260k_eval.json).
+  std::string records = d.path() + "/records.jsonl";
+  CliRun m = run("eval --model " + model + " --task mmlu --data " + mmlu +
+                 " --subjects world_religions --limit 2 --drop 2,3 --batch 3 --json --threads 1 --records " + records);
+  ASSERT_EQ(m.status, 0) << m.out;
+  auto mj = nlohmann::json::parse(m.out);
+  EXPECT_EQ(mj.at("layers"), nlohmann::json({0, 1, 4}));
+  EXPECT_EQ(mj.at("total"), 2);
+  EXPECT_EQ(mj.at("truncated"), 2);
+  EXPECT_EQ(mj.at("data_sha256").size(), 2u) << "dev and test file";
+  auto golden = nlohmann::json::parse(read_file(testing::source_file("tests/golden/stories260k_eval.json")));
+  int want_correct = 0;
+  std::vector<int> want_pred;
+  for (const auto& it : golden.at("sets").at("mmlu_5shot.drop_2_3").at("items"))
+    if (it.at("subject") == "world_religions" && it.at("index").get<int>() < 2) {
+      want_correct += it.at("correct").get<bool>();
+      want_pred.push_back(it.at("pred"));
+    }
+  EXPECT_EQ(mj.at("subjects").at("world_religions").at("correct"), want_correct);
+  std::string lines = read_file(records);
+  size_t pos = 0;
+  for (int i = 0; i < 2; ++i) {
+    size_t end = lines.find('\n', pos);
+    ASSERT_NE(end, std::string::npos);
+    auto r = nlohmann::json::parse(lines.substr(pos, end - pos));
+    EXPECT_EQ(r.at("pred"), want_pred[size_t(i)]);
+    EXPECT_EQ(r.at("loglikelihoods").size(), 4u);
+    pos = end + 1;
+  }
+  // Input errors exit 2 with the file and line, or the subject, in the JSON error.
+  std::filesystem::create_directories(d.path() + "/bad/test");
+  std::ofstream(d.path() + "/bad/test/x_test.csv") << "q,a,b,c,d,A\nq,a,b,c,d,E\n";
+  CliRun bad = run("eval --model " + model + " --task mmlu --shots 0 --data " + d.path() + "/bad --json");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_CONTAINS(nlohmann::json::parse(bad.out).at("error").get<std::string>(), "x_test.csv:2: answer 'E'");
+  CliRun nope = run("eval --model " + model + " --task mmlu --subjects nope --json");
+  EXPECT_EQ(nope.status, 2);
+  EXPECT_CONTAINS(nlohmann::json::parse(nope.out).at("error").get<std::string>(), "subject 'nope'");
+  EXPECT_EQ(run("eval --model " + model + " --task boolq --drop 9").status, 2);
+  EXPECT_EQ(run("eval --model " + model + " --task squad").status, 2);
 }
 
 TEST(Cli, MakeModelWritesALoadableModel) {

@@ -1,5 +1,6 @@
 #include "worker/pruning.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -116,6 +117,23 @@ std::vector<int64_t> parse_layer_list(const std::string& text, const std::string
     pos = comma + 1;
   }
   return out;
+}
+
+std::vector<int64_t> kept_layers_from(const std::string& keep, const std::string& drop, int64_t layers) {
+  if (!keep.empty() && !drop.empty()) throw InputError("give the kept layers or the dropped layers, not both");
+  std::vector<int64_t> all(size_t(std::max<int64_t>(layers, 0)));
+  for (int64_t l = 0; l < layers; ++l) all[size_t(l)] = l;
+  if (keep.empty() && drop.empty()) return all;
+  const std::vector<int64_t> list = parse_layer_list(keep.empty() ? drop : keep, keep.empty() ? "dropped layers" : "kept layers");
+  if (list.back() >= layers)
+    throw InputError("layer " + n_str(list.back()) + " does not exist: the model has " + n_str(layers) + " layers (0.." +
+                     n_str(layers - 1) + ")");
+  if (!keep.empty()) return list;
+  std::vector<int64_t> kept;
+  for (int64_t l : all)
+    if (!std::binary_search(list.begin(), list.end(), l)) kept.push_back(l);
+  if (kept.empty()) throw InputError("dropping layers " + format_layer_ranges(list) + " leaves none");
+  return kept;
 }
 
 }  // namespace layerprune

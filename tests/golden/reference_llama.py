@@ -134,15 +134,16 @@ def rope_interleaved(x, positions, theta):
     return out
 
 
-def llama2c_forward(cfg, w, ids):
-    """ids: list of ints (one sequence). Returns logits [T, V] and hidden [L+1, T, D]."""
+def llama2c_forward(cfg, w, ids, layers=None):
+    """ids: list of ints (one sequence); layers: indices of the layers to run (None = all), i.e. a pruned
+    model. Returns logits [T, V] and hidden [len(layers)+1, T, D]."""
     T = len(ids)
     H, KV, D = cfg["n_heads"], cfg["n_kv_heads"], cfg["dim"]
     hd = D // H
     pos = torch.arange(T)
     x = w["tok"][torch.tensor(ids)]
     hidden = []
-    for l in range(cfg["n_layers"]):
+    for l in (range(cfg["n_layers"]) if layers is None else layers):
         hidden.append(x.clone())
         xb = rmsnorm(x, w["rms_att"][l], cfg["eps"])
         q = (xb @ w["wq"][l].T).reshape(T, H, hd)

@@ -1,5 +1,5 @@
-// Loading a model the way every model-level subcommand does.
-#include "cli/model_flags.h"
+// Loading a model directory for the model-level subcommands (cli/model_loading.h).
+#include "cli/model_loading.h"
 
 #include <chrono>
 #include <cstdio>
@@ -10,6 +10,7 @@
 
 namespace layerprune::cli {
 
+// Flags every model-level command shares.
 void add_model_flags(ArgParser& p) {
   p.option("model", "Hugging Face-layout model directory (config.json, *.safetensors, tokenizer.model)")
       .option("threads", "CPU threads (0: $OMP_NUM_THREADS or all cores)", "0")
@@ -39,6 +40,5 @@ LoadedModel load_model(const ArgParser& p) {
                      " pieces but the model's vocabulary is " + std::to_string(c.vocab_size));
   return {std::move(model), std::move(tokenizer)};
 }
-
 
 }  // namespace layerprune::cli

@@ -1,0 +1,132 @@
+// `layerprune eval`: MMLU or BoolQ accuracy of a model, whole or with layers dropped, scored as
+// lm-evaluation-harness v0.4 scores them (worker/eval_tasks.h, worker/evaluate.h).
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "common/args.h"
+#include "common/data_locator.h"
+#include "common/error.h"
+#include "common/hashing.h"
+#include "common/text_file.h"
+#include "common/version.h"
+#include "worker/eval_data.h"
+#include "worker/eval_tasks.h"
+#include "worker/evaluate.h"
+#include "worker/pruning.h"
+
+namespace layerprune::cli {
+
+namespace {
+
+using nlohmann::json;
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b <= s.size()) {
+    size_t e = s.find(',', b);
+    if (e == std::string::npos) e = s.size();
+    if (e > b) out.push_back(s.substr(b, e - b));
+    b = e + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int eval(int argc, char** argv) {
+  ArgParser p("eval", "MMLU (k-shot) or BoolQ (0-shot) accuracy of a model, whole or with layers dropped, scored as\n"
+                      "lm-evaluation-harness v0.4 scores them.");
+  add_model_flags(p);
+  p.option("task", "mmlu | boolq")
+      .option("data", "MMLU directory (dev/ and test/ CSVs, either layout) or BoolQ JSONL (default: located, see "
+                      "`layerprune locate mmlu|boolq`)", "")
+      .option("shots", "MMLU few-shot examples (the first k dev rows); BoolQ is 0-shot", "5")
+      .option("split", "MMLU questions asked: test | val", "test")
+      .option("subjects", "MMLU subjects, comma-separated (default: every subject found)", "")
+      .option("limit", "first N questions (per subject for MMLU; 0: all)", "0")
+      .option("layers", "kept layers, comma-separated (default: all)", "")
+      .option("drop", "dropped layers, comma-separated (the rest are kept)", "")
+      .option("batch", "sequences per forward pass (does not change any answer)", "8")
+      .flag("add-bos", "prepend BOS to every context (the harness's add_bos_token=True)")
+      .option("records", "write one JSON line per question (log-likelihoods, prediction, gold) to this file", "")
+      .epilog(std::string("Recipe: ") + kEvalRecipe + ".");
+  if (!p.parse(argc, argv)) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string task = p.get("task");
+  if (task != "mmlu" && task != "boolq") throw UsageError("eval: --task must be mmlu or boolq, not '" + task + "'");
+  const int64_t shots = p.get_int("shots"), limit = p.get_int("limit"), batch = p.get_int("batch");
+  if (shots < 0 || limit < 0 || batch < 1) throw UsageError("eval: --shots and --limit must be >= 0, --batch >= 1");
+  if (task == "boolq" && p.given("shots") && shots != 0) throw UsageError("eval: BoolQ is evaluated 0-shot (--shots 0)");
+  const std::string data = locate_data(p.get("data").empty() ? task : p.get("data"));
+
+  // Data first: a bad file fails before the model loads.
+  std::vector<EvalItem> items;
+  std::vector<std::string> files;
+  if (task == "mmlu") {
+    MmluReadOptions ro;
+    ro.subjects = split_commas(p.get("subjects"));
+    ro.split = p.get("split");
+    ro.shots = shots;
+    ro.limit = limit;
+    std::vector<MmluSubject> subjects = read_mmlu(data, ro);
+    for (const MmluSubject& s : subjects) {
+      if (!s.dev_file.empty()) files.push_back(s.dev_file);
+      files.push_back(s.eval_file);
+    }
+    items = mmlu_items(subjects, shots);
+  } else {
+    items = boolq_items(read_boolq(data, limit));
+    files.push_back(data);
+  }
+  json hashes = json::object();
+  for (const std::string& f : files) hashes[f] = sha256_file(f);
+
+  LoadedModel m = load_model(p);
+  EvalOptions eo;
+  eo.batch_size = batch;
+  eo.add_bos = p.flag_set("add-bos");
+  eo.layers = kept_layers_from(p.get("layers"), p.get("drop"), m.model.config().num_hidden_layers);
+  std::vector<int64_t> kept = m.model.kept_layers(eo.layers);
+  EvalReport rep = evaluate(m.model, m.tokenizer, items, eo);
+  if (!p.get("records").empty()) write_file(p.get("records"), eval_records_jsonl(items, rep));
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string truncation = std::to_string(rep.truncated) + " prompts left-truncated to " +
+                                 std::to_string(rep.max_length) + " tokens";
+
+  if (p.flag_set("json")) {
+    json subjects = json::object();
+    if (task == "mmlu")
+      for (const auto& [name, s] : rep.subjects) subjects[name] = {{"acc", s.acc()}, {"correct", s.correct}, {"total", s.total}};
+    json out{{"task", task}, {"acc", rep.overall.acc()}, {"correct", rep.overall.correct},
+             {"total", rep.overall.total}, {"subjects", subjects}, {"shots", task == "mmlu" ? shots : 0},
+             {"add_bos", eo.add_bos}, {"batch_size", batch}, {"truncated", rep.truncated},
+             {"truncation", truncation}, {"max_length", rep.max_length}, {"rows", rep.rows},
+             {"data", data}, {"data_sha256", hashes}, {"model", p.get("model")},
+             {"layers", kept}, {"num_hidden_layers", m.model.config().num_hidden_layers},
+             {"tokenizer_sha256", m.tokenizer.file_sha256()}, {"dtype", p.get("dtype")},
+             {"records", p.get("records")}, {"code_version", layerprune_version()}, {"wall_seconds", wall},
+             {"recipe", kEvalRecipe}};
+    if (task == "mmlu") out["split"] = p.get("split");
+    std::cout << out.dump() << std::endl;
+  } else {
+    if (task == "mmlu") {
+      std::printf("%-40s %8s %10s\n", "subject", "acc", "correct");
+      for (const auto& [name, s] : rep.subjects)
+        std::printf("%-40s %8.4f %5lld/%-5lld\n", name.c_str(), s.acc(), (long long)s.correct, (long long)s.total);
+    }
+    std::printf("%-40s %8.4f %5lld/%-5lld\n", (task == "mmlu" ? "overall (micro-average)" : "boolq"),
+                rep.overall.acc(), (long long)rep.overall.correct, (long long)rep.overall.total);
+    std::printf("%s; %zu of %lld layers kept; %lld-shot; %.1fs\n", truncation.c_str(), kept.size(),
+                (long long)m.model.config().num_hidden_layers, (long long)(task == "mmlu" ? shots : 0), wall);
+  }
+  return 0;
+}
+
+}  // namespace layerprune::cli
