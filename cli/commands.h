@@ -13,5 +13,6 @@ int loss(int argc, char** argv);
 int make_model(int argc, char** argv);
 int plan(int argc, char** argv);
 int prune(int argc, char** argv);
+int sweep(int argc, char** argv);
 
 }  // namespace layerprune::cli

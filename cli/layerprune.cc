@@ -39,6 +39,8 @@ const Command kCommands[] = {
      layerprune::cli::plan, false},
     {"prune", "drop a block of layers (similarity or simple strategy) and export the pruned model",
      layerprune::cli::prune, true},
+    {"sweep", "the paper's curves for one model: accuracy and loss vs pruning fraction per strategy (no healing)",
+     layerprune::cli::sweep, true},
 };
 
 void usage(std::FILE* out) {

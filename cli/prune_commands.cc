@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,11 @@
 #include "worker/distances.h"
 #include "worker/prune_export.h"
 #include "worker/pruning.h"
+#include "worker/eval_data.h"
+#include "worker/eval_tasks.h"
+#include "worker/evaluate.h"
+#include "worker/loss.h"
+#include "worker/sweep.h"
 
 namespace layerprune::cli {
 
@@ -184,6 +190,10 @@ int prune(int argc, char** argv) {
   int given = 0;
   for (const char* f : {"fraction", "n", "drop", "keep"}) given += p.given(f) ? 1 : 0;
   if (given != 1) throw UsageError("prune: give exactly one of --fraction, --n, --drop, --keep");
+  // Before loading (minutes for a large model): similarity pruning needs calibration data.
+  const bool drops = p.given("n") ? p.get_int("n") > 0 : p.given("fraction") && p.get_double("fraction") > 0;
+  if (drops && p.get("strategy") == "similarity" && p.get("data").empty())
+    throw UsageError("prune: the similarity strategy needs --data (calibration text) to measure distances");
   LoadedModel m = load_model(p);
   const int64_t L = m.model.config().num_hidden_layers;
   const Strategy strategy = parse_strategy(p.get("strategy"));
@@ -224,6 +234,162 @@ int prune(int argc, char** argv) {
                 format_layer_ranges(plan.kept).c_str(), p.get("out").c_str(), (long long)e.kept_layers,
                 double(e.bytes_written) / 1e6);
   }
+  return 0;
+}
+
+int sweep(int argc, char** argv) {
+  ArgParser p("sweep", "Accuracy and loss against the fraction of layers pruned, for each strategy, without healing:\n"
+                       "the paper's curves for one model. Every variant is evaluated on the same items by the\n"
+                       "shared-prefix sweep (the base model runs once per batch; each variant resumes from its\n"
+                       "first dropped layer), which gives the same numbers as evaluating each pruned model alone.");
+  add_model_flags(p);
+  add_calibration_flags(p);
+  p.option("strategies", "comma-separated: similarity, simple", "similarity,simple")
+      .option("fractions", "comma-separated pruning fractions (default: every n = 0..L-1)", "")
+      .option("tasks", "comma-separated: mmlu, boolq", "mmlu,boolq")
+      .option("mmlu-data", "MMLU directory (dev/, test/)", "mmlu")
+      .option("shots", "MMLU few-shot examples", "5")
+      .option("subjects", "MMLU subjects, comma-separated (default: all)", "")
+      .option("limit", "MMLU questions per subject (0: all)", "0")
+      .option("boolq-data", "BoolQ JSONL", "boolq")
+      .option("boolq-limit", "BoolQ questions (0: all)", "0")
+      .option("loss-data", "held-out text for the loss of each variant (\"\": no loss)", "")
+      .option("loss-windows", "loss windows per variant (0: all)", "0")
+      .option("batch", "rows per forward pass", "8")
+      .flag("add-bos", "prepend BOS to every prompt (lm-evaluation-harness does not, for causal models)")
+      .epilog(std::string(kEvalRecipe) + "\n" + kCalibrationHelp);
+  if (!p.parse(argc, argv)) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Strategy> strategies;
+  for (const std::string& s : split_commas(p.get("strategies"))) strategies.push_back(parse_strategy(s));
+  if (strategies.empty()) throw UsageError("sweep: --strategies is empty");
+  const bool similarity = std::find(strategies.begin(), strategies.end(), Strategy::kSimilarity) != strategies.end();
+  if (similarity && p.get("data").empty())
+    throw UsageError("sweep: the similarity strategy needs --data (calibration text) to measure distances");
+  // Items first: bad data fails before the model loads.
+  std::vector<EvalItem> items;
+  std::vector<std::string> tasks = split_commas(p.get("tasks"));
+  json data_hashes = json::object();
+  for (const std::string& t : tasks) {
+    if (t == "mmlu") {
+      MmluReadOptions ro;
+      ro.subjects = split_commas(p.get("subjects"));
+      ro.shots = p.get_int("shots");
+      ro.limit = p.get_int("limit");
+      const std::vector<MmluSubject> subjects = read_mmlu(locate_data(p.get("mmlu-data")), ro);
+      for (const MmluSubject& s : subjects)
+        for (const std::string& f : {s.dev_file, s.eval_file})
+          if (!f.empty()) data_hashes[f] = sha256_file(f);
+      for (EvalItem& it : mmlu_items(subjects, ro.shots)) items.push_back(std::move(it));
+    } else if (t == "boolq") {
+      const std::string f = locate_data(p.get("boolq-data"));
+      data_hashes[f] = sha256_file(f);
+      for (EvalItem& it : boolq_items(read_boolq(f, p.get_int("boolq-limit")))) items.push_back(std::move(it));
+    } else {
+      throw UsageError("sweep: unknown task '" + t + "' (mmlu, boolq)");
+    }
+  }
+  LoadedModel m = load_model(p);
+  const int64_t L = m.model.config().num_hidden_layers;
+  std::vector<int64_t> ns;
+  if (p.get("fractions").empty()) {
+    for (int64_t n = 0; n < L; ++n) ns.push_back(n);
+  } else {
+    for (const std::string& f : split_commas(p.get("fractions"))) {
+      char* end = nullptr;
+      const double v = std::strtod(f.c_str(), &end);
+      if (*end != '\0') throw UsageError("sweep: --fractions: '" + f + "' is not a number");
+      ns.push_back(layers_to_prune(v, L));
+    }
+  }
+  std::sort(ns.begin(), ns.end());
+  ns.erase(std::unique(ns.begin(), ns.end()), ns.end());
+  DistanceResult dist;
+  const bool need_distances = similarity && ns.back() > 0;
+  if (need_distances) dist = distances_for(p, m);
+
+  // Grid points -> distinct kept-layer lists (n = 0 is one model for every strategy).
+  struct Point {
+    Strategy strategy;
+    int64_t n;
+    std::vector<int64_t> kept;
+    size_t variant;
+  };
+  std::vector<Point> points;
+  std::vector<SweepVariant> variants;
+  std::map<std::vector<int64_t>, size_t> by_kept;
+  for (int64_t n : ns)
+    for (Strategy s : strategies) {
+      PrunePlan plan = plan_pruning(s, L, n, s == Strategy::kSimilarity && n > 0 ? &dist.table : nullptr);
+      auto [it, fresh] = by_kept.emplace(plan.kept, variants.size());
+      if (fresh) variants.push_back({std::string(strategy_name(s)) + " n=" + std::to_string(n), plan.kept});
+      points.push_back({s, n, plan.kept, it->second});
+    }
+  EvalOptions eo;
+  eo.batch_size = p.get_int("batch");
+  eo.add_bos = p.flag_set("add-bos");
+  SweepStats stats;
+  std::vector<EvalReport> reports;
+  if (!items.empty()) reports = evaluate_sweep(m.model, m.tokenizer, items, variants, eo, &stats);
+  // Loss per variant (each on its own: the loss windows are few and long).
+  std::vector<double> losses(variants.size(), std::nan(""));
+  if (!p.get("loss-data").empty()) {
+    const std::string f = locate_data(p.get("loss-data"));
+    data_hashes[f] = sha256_file(f);
+    std::vector<int32_t> stream = m.tokenizer.encode(read_text_stream(f), /*add_bos=*/false);
+    for (size_t v = 0; v < variants.size(); ++v) {
+      LossOptions lo;
+      lo.layers = variants[v].kept;
+      lo.max_windows = p.get_int("loss-windows");
+      losses[v] = stream_loss(m.model, stream, m.tokenizer.bos_id(), lo).mean_nll;
+    }
+  }
+  // Accuracy per task for a variant.
+  auto task_acc = [&](size_t v, const std::string& task) {
+    int64_t right = 0, total = 0;
+    for (size_t i = 0; i < items.size(); ++i)
+      if (items[i].task == task) total += 1, right += reports[v].items[i].correct;
+    return total ? double(right) / double(total) : std::nan("");
+  };
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json rows = json::array();
+  for (const Point& pt : points) {
+    json r{{"strategy", strategy_name(pt.strategy)}, {"n", pt.n}, {"fraction", double(pt.n) / double(L)},
+           {"kept", pt.kept}};
+    std::vector<int64_t> dropped;
+    for (int64_t l = 0; l < L; ++l)
+      if (!std::binary_search(pt.kept.begin(), pt.kept.end(), l)) dropped.push_back(l);
+    r["dropped"] = dropped;
+    for (const std::string& t : tasks) r[t] = task_acc(pt.variant, t);
+    if (!std::isnan(losses[pt.variant])) r["loss"] = losses[pt.variant];
+    rows.push_back(r);
+  }
+  if (p.flag_set("json")) {
+    json out{{"model", p.get("model")}, {"layers", L}, {"points", rows}, {"items", items.size()},
+             {"variants", variants.size()}, {"layer_evals_shared", stats.layer_evals_shared},
+             {"layer_evals_naive", stats.layer_evals_naive}, {"data_sha256", data_hashes},
+             {"shots", p.get_int("shots")}, {"add_bos", eo.add_bos}, {"dtype", p.get("dtype")},
+             {"code_version", layerprune_version()}, {"wall_seconds", wall}};
+    if (need_distances) out["distance_key"] = dist.key;
+    std::cout << out.dump() << std::endl;
+    return 0;
+  }
+  std::printf("%s: %lld layers; %zu grid points, %zu distinct models, %zu items\n", p.get("model").c_str(),
+              (long long)L, points.size(), variants.size(), items.size());
+  std::printf("%-10s %3s %8s  %-12s", "strategy", "n", "fraction", "dropped");
+  for (const std::string& t : tasks) std::printf(" %7s", t.c_str());
+  if (!p.get("loss-data").empty()) std::printf(" %8s", "loss");
+  std::printf("\n");
+  for (const json& r : rows) {
+    std::string dropped = format_layer_ranges(r["dropped"].get<std::vector<int64_t>>());
+    std::printf("%-10s %3lld %8.3f  %-12s", r["strategy"].get<std::string>().c_str(), (long long)r["n"].get<int64_t>(),
+                r["fraction"].get<double>(), dropped.empty() ? "-" : dropped.c_str());
+    for (const std::string& t : tasks) std::printf(" %7.4f", r[t].get<double>());
+    if (r.contains("loss")) std::printf(" %8.4f", r["loss"].get<double>());
+    std::printf("\n");
+  }
+  std::printf("shared-prefix sweep: %lld layer evaluations instead of %lld (%.2fx less work); %.1fs\n",
+              (long long)stats.layer_evals_shared, (long long)stats.layer_evals_naive, stats.work_ratio(), wall);
   return 0;
 }
 

@@ -46,4 +46,7 @@ class ArgParser {
   std::map<std::string, std::string> values_;
 };
 
+// "a,b,,c" -> {"a", "b", "c"}: a comma-separated option value, empty items dropped.
+std::vector<std::string> split_commas(const std::string& s);
+
 }  // namespace layerprune

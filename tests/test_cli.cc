@@ -82,6 +82,55 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   EXPECT_LT(lj.at("mean_nll").get<double>(), 3.0);
 }
 
+// distances -> cache -> prune -> sweep, as a user runs them on stories260K.
+TEST(Cli, DistancesPruneSweepOnStories260K) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
+  LP_REQUIRE_DATA(boolq, "boolq/val.jsonl");
+  testing::TempDir d;
+  const std::string model = d.path() + "/m", cal = " --data " + text + " --samples 8 --seq-len 64 --cache " + d.path() + "/cache";
+  ASSERT_EQ(run("convert --llama2c " + bin + " --tokenizer " + tok + " --out " + model).status, 0);
+  CliRun a = run("distances --model " + model + cal + " --json --svg " + d.path() + "/d.svg");
+  ASSERT_EQ(a.status, 0) << a.out;
+  auto aj = nlohmann::json::parse(a.out);
+  EXPECT_EQ(aj.at("layers"), 5);
+  EXPECT_EQ(aj.at("distances").size(), 6u);
+  EXPECT_EQ(aj.at("best").size(), 5u);
+  EXPECT_EQ(aj.at("calibration").at("recipe").at("samples"), 8);
+  const std::string svg = read_file(d.path() + "/d.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_CONTAINS(svg, "</svg>");
+  // The second run reads the cache: same key, same numbers.
+  CliRun b = run("distances --model " + model + cal + " --json");
+  ASSERT_EQ(b.status, 0);
+  EXPECT_EQ(nlohmann::json::parse(b.out).at("distances"), aj.at("distances"));
+  EXPECT_TRUE(std::filesystem::exists(d.path() + "/cache/" + aj.at("key").get<std::string>() + ".json"));
+
+  // Prune with the similarity strategy: the block l*(2), read from the same cache.
+  CliRun p = run("prune --model " + model + cal + " --n 2 --out " + d.path() + "/p --json");
+  ASSERT_EQ(p.status, 0) << p.out;
+  auto pj = nlohmann::json::parse(p.out);
+  const int64_t l2 = aj.at("best")[1].at("l_star").get<int64_t>();
+  EXPECT_EQ(pj.at("dropped"), nlohmann::json({l2, l2 + 1}));
+  EXPECT_EQ(pj.at("how").at("distance_key"), aj.at("key"));
+  EXPECT_CONTAINS(read_file(d.path() + "/p/config.json"), "\"num_hidden_layers\": 3");
+  EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --strategy simple --n 9").status, 2);
+  EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --n 1 --keep 0").status, 2) << "two rules";
+  EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --n 1").status, 2) << "similarity needs --data";
+
+  // The sweep prints one point per (strategy, n); n = 0 is the same model for both.
+  CliRun w = run("sweep --model " + model + cal + " --tasks boolq --boolq-limit 3 --fractions 0,0.4 --json --threads 1");
+  ASSERT_EQ(w.status, 0) << w.out;
+  auto wj = nlohmann::json::parse(w.out);
+  ASSERT_EQ(wj.at("points").size(), 4u);
+  EXPECT_EQ(wj.at("variants"), 3) << "n = 0 merged";
+  EXPECT_EQ(wj.at("points")[0].at("boolq"), wj.at("points")[1].at("boolq"));
+  EXPECT_EQ(wj.at("points")[3].at("dropped"), nlohmann::json({2, 3})) << "simple n=2 drops L-3..L-2";
+  EXPECT_LT(wj.at("layer_evals_shared").get<int64_t>(), wj.at("layer_evals_naive").get<int64_t>());
+  EXPECT_EQ(run("sweep --model " + model + " --tasks boolq --strategies random").status, 2);
+}
+
 TEST(Cli, EvalOnStories260K) {
   LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
   LP_REQUIRE_DATA(tok, "stories260K/tok512.model");

@@ -18,10 +18,14 @@
 #include "tests/model_fixtures.h"
 #include "tests/test_support.h"
 #include "worker/distances.h"
+#include "worker/eval_data.h"
+#include "worker/eval_tasks.h"
+#include "worker/evaluate.h"
 #include "worker/llama.h"
 #include "worker/make_model.h"
 #include "worker/prune_export.h"
 #include "worker/pruning.h"
+#include "worker/sweep.h"
 #include "worker/tokenizer.h"
 
 namespace layerprune {
@@ -328,6 +332,68 @@ TEST(Distances, ResultJsonRoundTrips) {
   EXPECT_CONTAINS(testing::input_error([] { DistanceResult::from_json("{\"key\": 1}", "bad.json"); }), "bad.json");
   j["distances"].erase(0);
   EXPECT_CONTAINS(testing::input_error([&] { DistanceResult::from_json(j.dump(), "short.json"); }), "short.json");
+}
+
+
+// --- The shared-prefix sweep --------------------------------------------------------------------------------
+
+TEST(Sweep, CutPoints) {
+  EXPECT_EQ(sweep_cut({0, 1, 2, 3, 4}), 4) << "the unpruned model resumes for its last layer";
+  EXPECT_EQ(sweep_cut({0, 1, 4}), 2);
+  EXPECT_EQ(sweep_cut({1, 2, 3, 4}), 0);
+  EXPECT_EQ(sweep_cut({0, 1, 2}), 2) << "a pure prefix resumes one layer early";
+  EXPECT_EQ(sweep_cut({4}), 0);
+}
+
+// Every variant of the sweep equals evaluating that pruned model on its own: same predictions, log-likelihoods
+// within the 1e-4 (the operations are the same, so in practice the numbers are identical).
+TEST_F(Stories260K, SweepEqualsEvaluatingEachVariant) {
+  LP_REQUIRE_DATA(boolq, "boolq/val.jsonl");
+  LP_REQUIRE_DATA(mmlu, "mmlu/hendrycks_format");
+  LlamaModel model = LlamaModel::load(model_dir());
+  Tokenizer tok = Tokenizer::load(tokenizer_path());
+  std::vector<EvalItem> items = boolq_items(read_boolq(boolq, 6));
+  MmluReadOptions mo;
+  mo.subjects = {"abstract_algebra"};
+  mo.shots = 0;
+  mo.limit = 5;
+  for (EvalItem& it : mmlu_items(read_mmlu(mmlu, mo), 0)) items.push_back(std::move(it));
+  std::vector<SweepVariant> variants;
+  for (int64_t n = 0; n <= 4; ++n)
+    variants.push_back({"simple n=" + std::to_string(n), plan_pruning(Strategy::kSimple, 5, n, nullptr).kept});
+  for (std::vector<int64_t> kept : std::vector<std::vector<int64_t>>{{0, 1, 4}, {0, 4}, {1, 2, 3, 4}, {0, 1, 2}, {2}})
+    variants.push_back({"block " + format_layer_ranges(kept), kept});
+  EvalOptions eo;
+  eo.batch_size = 4;
+  eo.progress = false;
+  SweepStats stats;
+  std::vector<EvalReport> swept = evaluate_sweep(model, tok, items, variants, eo, &stats);
+  ASSERT_EQ(swept.size(), variants.size());
+  int64_t naive = 0, shared_per_batch = 0, deepest = 0;
+  for (size_t v = 0; v < variants.size(); ++v) {
+    eo.layers = variants[v].kept;
+    EvalReport alone = evaluate(model, tok, items, eo);
+    ASSERT_EQ(alone.items.size(), swept[v].items.size());
+    double worst = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      EXPECT_EQ(alone.items[i].pred, swept[v].items[i].pred) << variants[v].name << " item " << i;
+      for (size_t c = 0; c < alone.items[i].loglik.size(); ++c)
+        worst = std::max(worst, std::abs(alone.items[i].loglik[c] - swept[v].items[i].loglik[c]));
+    }
+    EXPECT_LE(worst, 1e-4) << variants[v].name;
+    EXPECT_EQ(alone.overall.correct, swept[v].overall.correct) << variants[v].name;
+    naive += int64_t(variants[v].kept.size());
+    const int64_t cut = sweep_cut(variants[v].kept);
+    shared_per_batch += int64_t(variants[v].kept.size()) - cut;
+    deepest = std::max(deepest, cut);
+  }
+  // Counted work: per batch the base runs up to the deepest cut once, then each variant its remaining layers.
+  ASSERT_GT(stats.batches, 1);
+  EXPECT_EQ(stats.layer_evals_naive, naive * stats.batches);
+  EXPECT_EQ(stats.layer_evals_shared, (deepest + shared_per_batch) * stats.batches);
+  EXPECT_GT(stats.work_ratio(), 1.5);
+  EXPECT_CONTAINS(testing::input_error([&] { evaluate_sweep(model, tok, items, {{"bad", {3, 1}}}, eo); }),
+                  "strictly increasing");
 }
 
 }  // namespace

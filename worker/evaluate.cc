@@ -117,11 +117,13 @@ void read_loglikelihoods(const at::Tensor& logits, const ScorePlan& plan, const 
       }
 }
 
-Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
-                              const BatchForward& forward, const ScoreOptions& options, ScorePlan* plan_out) {
+std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>& requests, int64_t max_length,
+                                                 size_t variants, const MultiBatchForward& forward,
+                                                 const ScoreOptions& options, ScorePlan* plan_out) {
   ScorePlan plan = plan_rows(requests, max_length, options.share_single_token);
-  Loglikelihoods ll(requests.size());
-  for (size_t r = 0; r < requests.size(); ++r) ll[r].assign(requests[r].continuations.size(), 0.0);
+  Loglikelihoods zero(requests.size());
+  for (size_t r = 0; r < requests.size(); ++r) zero[r].assign(requests[r].continuations.size(), 0.0);
+  std::vector<Loglikelihoods> ll(variants, zero);
   // Progress in items: an item is done when its last row is.
   std::vector<int64_t> rows_left(requests.size(), 0);
   for (const ScoreRow& row : plan.rows) ++rows_left[size_t(row.reads.front().request)];
@@ -133,14 +135,22 @@ Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t 
     progress->advance(done);
   }
   for (const std::vector<int64_t>& rows : batch_rows(plan, options.batch_size)) {
-    at::Tensor logits = forward(batch_tokens(plan, rows));
-    read_loglikelihoods(logits, plan, rows, ll);
+    forward(batch_tokens(plan, rows), [&](size_t variant, const at::Tensor& logits) {
+      if (variant >= variants) throw std::logic_error("score_requests_multi: variant out of range");
+      read_loglikelihoods(logits, plan, rows, ll[variant]);
+    });
     int64_t finished = 0;
     for (int64_t r : rows) finished += --rows_left[size_t(plan.rows[size_t(r)].reads.front().request)] == 0;
     if (progress) progress->advance(finished);
   }
   if (plan_out) *plan_out = std::move(plan);
   return ll;
+}
+
+Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
+                              const BatchForward& forward, const ScoreOptions& options, ScorePlan* plan_out) {
+  MultiBatchForward one = [&](const at::Tensor& tokens, const EmitLogits& emit) { emit(0, forward(tokens)); };
+  return std::move(score_requests_multi(requests, max_length, 1, one, options, plan_out).front());
 }
 
 EvalReport summarize(const std::vector<EvalItem>& items, const Loglikelihoods& ll, const ScorePlan& plan) {

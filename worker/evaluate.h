@@ -82,6 +82,16 @@ struct ScoreOptions {
   std::string progress_label = "eval";  // "" for no progress line
 };
 
+// Several model variants on the same rows (the shared-prefix sweep, worker/sweep.h): for each batch the
+// driver calls emit(variant, logits) once per variant, so only one variant's logits are alive at a time.
+using EmitLogits = std::function<void(size_t variant, const at::Tensor& logits)>;
+using MultiBatchForward = std::function<void(const at::Tensor& tokens, const EmitLogits& emit)>;
+
+// Log-likelihoods of every (request, choice) for each of `variants` variants.
+std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>& requests, int64_t max_length,
+                                                 size_t variants, const MultiBatchForward& forward,
+                                                 const ScoreOptions& options, ScorePlan* plan_out = nullptr);
+
 // Log-likelihoods of every (request, choice); `plan_out` receives the plan (truncation flags, row count).
 Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
                               const BatchForward& forward, const ScoreOptions& options, ScorePlan* plan_out = nullptr);
