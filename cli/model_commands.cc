@@ -19,6 +19,7 @@
 #include "worker/llama2c.h"
 #include "worker/loss.h"
 #include "worker/make_model.h"
+#include "worker/pruning.h"
 #include "worker/runtime.h"
 #include "worker/tokenizer.h"
 
@@ -90,6 +91,8 @@ int loss(int argc, char** argv) {
       .option("context", "window length including BOS (0: the model's max_position_embeddings)", "0")
       .option("batch-size", "windows per forward pass", "4")
       .option("max-windows", "evaluate at most this many windows (0: all)", "0")
+      .option("layers", "kept layers, e.g. 0,1,4 (default: all)", "")
+      .option("drop", "dropped layers, e.g. 2-3 (the rest are kept)", "")
       .epilog(recipe);
   if (!p.parse(argc, argv)) return 0;
   LoadedModel m = load_model(p);
@@ -99,14 +102,15 @@ int loss(int argc, char** argv) {
   lo.context = p.get_int("context");
   lo.batch_size = p.get_int("batch-size");
   lo.max_windows = p.get_int("max-windows");
+  lo.layers = kept_layers_from(p.get("layers"), p.get("drop"), m.model.config().num_hidden_layers);
   LossResult r = stream_loss(m.model, ids, m.tokenizer.bos_id(), lo);
   if (p.flag_set("json")) {
     std::cout << json{{"mean_nll", r.mean_nll}, {"mean_nll_over_ln_vocab", r.normalized},
                       {"stream_tokens", r.stream_tokens}, {"windows", r.windows},
                       {"predicted_tokens", r.predicted_tokens}, {"context", r.context},
                       {"data", p.get("data")}, {"data_sha256", sha256_hex(text)}, {"recipe", kLossRecipe},
-                      {"model", p.get("model")}, {"tokenizer_sha256", m.tokenizer.file_sha256()},
-                      {"code_version", layerprune_version()}}.dump()
+                      {"model", p.get("model")}, {"layers", m.model.kept_layers(lo.layers)},
+                      {"tokenizer_sha256", m.tokenizer.file_sha256()}, {"code_version", layerprune_version()}}.dump()
               << std::endl;
   } else {
     std::printf("loss %.6f nats/token (%.6f of ln(vocab)) over %lld predicted tokens in %lld windows of %lld\n",

@@ -80,6 +80,12 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   EXPECT_EQ(lj.at("predicted_tokens"), 4 * 511);
   EXPECT_GT(lj.at("mean_nll").get<double>(), 0.5);
   EXPECT_LT(lj.at("mean_nll").get<double>(), 3.0);
+  // The loss of a pruned model (layers 2-3 dropped) is higher.
+  CliRun lp = run("loss --model " + model + " --data " + text + " --max-windows 4 --json --threads 1 --drop 2-3");
+  ASSERT_EQ(lp.status, 0) << lp.out;
+  auto lpj = nlohmann::json::parse(lp.out);
+  EXPECT_EQ(lpj.at("layers"), nlohmann::json({0, 1, 4}));
+  EXPECT_GT(lpj.at("mean_nll").get<double>(), lj.at("mean_nll").get<double>() + 0.5);
 }
 
 // distances -> cache -> prune -> sweep, as a user runs them on stories260K.
