@@ -44,6 +44,8 @@ int eval(int argc, char** argv) {
       .option("drop", "dropped layers, comma-separated (the rest are kept)", "")
       .option("batch", "sequences per forward pass (does not change any answer)", "8")
       .flag("add-bos", "prepend BOS to every context (the harness's add_bos_token=True)")
+      .flag("no-prefix-cache", "MMLU: run each question's full prompt, not its subject's shared few-shot prefix once + "
+                               "the question on its cached keys/values (same answers)")
       .option("records", "write one JSON line per question (log-likelihoods, prediction, gold) to this file", "")
       .epilog(std::string("Recipe: ") + kEvalRecipe + ".");
   if (!p.parse(argc, argv)) return 0;
@@ -81,6 +83,7 @@ int eval(int argc, char** argv) {
   EvalOptions eo;
   eo.batch_size = batch;
   eo.add_bos = p.flag_set("add-bos");
+  eo.reuse_prefix = !p.flag_set("no-prefix-cache");
   eo.layers = kept_layers_from(p.get("layers"), p.get("drop"), m.model.config().num_hidden_layers);
   std::vector<int64_t> kept = m.model.kept_layers(eo.layers);
   EvalReport rep = evaluate(m.model, m.tokenizer, items, eo);
@@ -88,6 +91,12 @@ int eval(int argc, char** argv) {
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string truncation = std::to_string(rep.truncated) + " prompts left-truncated to " +
                                  std::to_string(rep.max_length) + " tokens";
+  const std::string prefix_cache =
+      rep.prefix_reuse ? std::to_string(rep.prefix_cached_items) + " of " + std::to_string(rep.overall.total) +
+                             " items used the cached prefix (" + std::to_string(rep.prefixes) + " prefixes); " +
+                             std::to_string(rep.tokens_processed) + " tokens processed vs " +
+                             std::to_string(rep.full_prompt_tokens) + " for full prompts"
+                       : "full prompts: " + std::to_string(rep.tokens_processed) + " tokens processed";
 
   if (p.flag_set("json")) {
     json subjects = json::object();
@@ -97,6 +106,9 @@ int eval(int argc, char** argv) {
              {"total", rep.overall.total}, {"subjects", subjects}, {"shots", task == "mmlu" ? shots : 0},
              {"add_bos", eo.add_bos}, {"batch_size", batch}, {"truncated", rep.truncated},
              {"truncation", truncation}, {"max_length", rep.max_length}, {"rows", rep.rows},
+             {"prefix_cache", {{"enabled", rep.prefix_reuse}, {"cached_items", rep.prefix_cached_items},
+                               {"prefixes", rep.prefixes}, {"tokens_processed", rep.tokens_processed},
+                               {"full_prompt_tokens", rep.full_prompt_tokens}, {"summary", prefix_cache}}},
              {"data", data}, {"data_sha256", hashes}, {"model", p.get("model")},
              {"layers", kept}, {"num_hidden_layers", m.model.config().num_hidden_layers},
              {"tokenizer_sha256", m.tokenizer.file_sha256()}, {"dtype", p.get("dtype")},
@@ -114,6 +126,7 @@ int eval(int argc, char** argv) {
                 rep.overall.acc(), (long long)rep.overall.correct, (long long)rep.overall.total);
     std::printf("%s; %zu of %lld layers kept; %lld-shot; %.1fs\n", truncation.c_str(), kept.size(),
                 (long long)m.model.config().num_hidden_layers, (long long)(task == "mmlu" ? shots : 0), wall);
+    std::printf("%s\n", prefix_cache.c_str());
   }
   return 0;
 }

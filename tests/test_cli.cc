@@ -22,7 +22,9 @@ struct CliRun {
 };
 
 CliRun run(const std::string& args) {
-  std::string cmd = std::string(LAYERPRUNE_BINARY_DIR) + "/cli/layerprune " + args;
+  // The data locator of the child reads $LAYERPRUNE_DATA: hand it the directory the tests use.
+  std::string cmd = "LAYERPRUNE_DATA='" + testing::data_dir() + "' " + std::string(LAYERPRUNE_BINARY_DIR) +
+                    "/cli/layerprune " + args;
   FILE* p = popen(cmd.c_str(), "r");
   CliRun r{-1, ""};
   if (!p) return r;
@@ -183,6 +185,20 @@ TEST(Cli, EvalOnStories260K) {
     EXPECT_EQ(r.at("loglikelihoods").size(), 4u);
     pos = end + 1;
   }
+  // 0-shot prompts fit stories260K's 512 positions, so the subject's prefix (its description) is cached;
+  // --no-prefix-cache runs full prompts: the same answers.
+  std::string zero = "eval --model " + model + " --task mmlu --data " + mmlu +
+                     " --subjects world_religions --limit 3 --shots 0 --json --threads 1";
+  CliRun c = run(zero), f = run(zero + " --no-prefix-cache");
+  ASSERT_EQ(c.status, 0) << c.out;
+  ASSERT_EQ(f.status, 0) << f.out;
+  auto cj = nlohmann::json::parse(c.out), fj = nlohmann::json::parse(f.out);
+  EXPECT_EQ(cj.at("prefix_cache").at("enabled"), true);
+  EXPECT_EQ(cj.at("prefix_cache").at("cached_items"), 3);
+  EXPECT_EQ(fj.at("prefix_cache").at("enabled"), false);
+  EXPECT_EQ(cj.at("correct"), fj.at("correct"));
+  EXPECT_EQ(cj.at("prefix_cache").at("full_prompt_tokens"), fj.at("prefix_cache").at("tokens_processed"));
+  EXPECT_LT(cj.at("prefix_cache").at("tokens_processed"), fj.at("prefix_cache").at("tokens_processed"));
   // Input errors exit 2 with the file and line, or the subject, in the JSON error.
   std::filesystem::create_directories(d.path() + "/bad/test");
   std::ofstream(d.path() + "/bad/test/x_test.csv") << "q,a,b,c,d,A\nq,a,b,c,d,E\n";

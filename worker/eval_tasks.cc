@@ -95,6 +95,8 @@ std::vector<EvalItem> mmlu_items(const std::vector<MmluSubject>& subjects, int64
       it.subject = s.name;
       it.index = int64_t(i);
       it.context = mmlu_prompt(s.name, s.dev, shots, s.eval[i]);
+      // Everything before the question: the prompt minus the question's own text.
+      it.shared_prefix_bytes = int64_t(it.context.size() - mmlu_question_text(s.eval[i], false).size());
       it.choices = {" A", " B", " C", " D"};
       it.gold = s.eval[i].answer;
       items.push_back(std::move(it));

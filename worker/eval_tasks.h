@@ -27,6 +27,10 @@ struct EvalItem {
   std::string subject;               // MMLU subject ("" for BoolQ)
   int64_t index = 0;                 // position in its subject's questions (MMLU) or in the file (BoolQ)
   std::string context;               // the whole prompt
+  // The first shared_prefix_bytes of context are the same for every item of its group (MMLU: the
+  // description + the k shots of the subject), so their keys/values can be computed once
+  // (worker/prefix_eval.h). 0: nothing shared (BoolQ).
+  int64_t shared_prefix_bytes = 0;
   std::vector<std::string> choices;  // continuations, with the leading space
   int gold = 0;
 };

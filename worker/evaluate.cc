@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/hashing.h"
 #include "common/progress.h"
+#include "worker/prefix_eval.h"
 
 namespace layerprune {
 
@@ -157,6 +158,8 @@ EvalReport summarize(const std::vector<EvalItem>& items, const Loglikelihoods& l
   EvalReport rep;
   rep.max_length = plan.max_length;
   rep.rows = int64_t(plan.rows.size());
+  for (const ScoreRow& row : plan.rows) rep.full_prompt_tokens += int64_t(row.tokens.size());
+  rep.tokens_processed = rep.full_prompt_tokens;
   for (size_t i = 0; i < items.size(); ++i) {
     ItemScore s;
     s.loglik = ll[i];
@@ -177,6 +180,7 @@ EvalReport summarize(const std::vector<EvalItem>& items, const Loglikelihoods& l
 
 EvalReport evaluate(const LlamaModel& model, const Tokenizer& tok, const std::vector<EvalItem>& items,
                     const EvalOptions& options) {
+  if (options.reuse_prefix && has_shared_prefix(items)) return evaluate_with_prefix_reuse(model, tok, items, options);
   std::vector<EvalRequest> requests;
   requests.reserve(items.size());
   for (const EvalItem& it : items) requests.push_back(build_request(tok, it, options.add_bos));

@@ -102,6 +102,9 @@ struct EvalOptions {
   std::vector<int64_t> layers;       // kept layers (empty = all)
   bool share_single_token = true;
   bool progress = true;
+  // Compute the keys/values of each group's shared few-shot prefix once and run only the questions' own
+  // tokens (worker/prefix_eval.h; the same answers). Items without a shared prefix (BoolQ) ignore it.
+  bool reuse_prefix = true;
 };
 
 struct ItemScore {
@@ -122,6 +125,11 @@ struct EvalReport {
   std::map<std::string, SubjectScore> subjects; // MMLU subjects ("" holds BoolQ's items)
   SubjectScore overall;                         // micro-average over all items
   int64_t truncated = 0, rows = 0, max_length = 0;
+  // Tokens the forward passes ran (padding not counted) vs what full prompts, one row set per item, run.
+  int64_t tokens_processed = 0, full_prompt_tokens = 0;
+  // Shared-prefix reuse (worker/prefix_eval.h): prefixes run, items scored from a cached prefix.
+  bool prefix_reuse = false;
+  int64_t prefixes = 0, prefix_cached_items = 0;
 };
 
 // Argmax (first on ties), correctness and the per-subject / overall tallies of scored items.
