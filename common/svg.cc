@@ -74,7 +74,7 @@ std::string heatmap_svg(const Heatmap& h) {
   for (size_t r = 0; r < h.marks.size() && int64_t(r) < h.rows; ++r) {
     if (h.marks[r] < 0 || h.marks[r] >= h.cols) continue;
     s += "<circle cx=\"" + num(left + cell * (double(h.marks[r]) + 0.5)) + "\" cy=\"" +
-         num(top + cell * (double(r) + 0.5)) + "\" r=\"" + num(std::max(1.5, cell * 0.18)) + "\" fill=\"red\"/>\n";
+         num(top + cell * (double(r) + 0.5)) + "\" r=\"" + num(std::max(1.5, cell * 0.12)) + "\" fill=\"red\"/>\n";
   }
   // Axis ticks: at most ~16 labels per axis.
   const int64_t xstep = std::max<int64_t>(1, (h.cols + 15) / 16), ystep = std::max<int64_t>(1, (h.rows + 15) / 16);

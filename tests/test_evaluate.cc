@@ -10,6 +10,7 @@
 #include "common/hashing.h"
 #include "common/text_file.h"
 #include "tests/model_fixtures.h"
+#include "tests/llama_shapes.h"
 #include "tests/test_support.h"
 #include "worker/eval_data.h"
 #include "worker/eval_tasks.h"
@@ -298,9 +299,7 @@ struct RandomSetup {
   std::unique_ptr<LlamaModel> model;
   std::vector<EvalRequest> requests;
   RandomSetup() {
-    LlamaConfig c;
-    c.hidden_size = 32; c.intermediate_size = 48; c.num_hidden_layers = 3; c.num_attention_heads = 4;
-    c.num_key_value_heads = 2; c.vocab_size = 64; c.max_position_embeddings = 24;
+    LlamaConfig c = testing::llama_shape(32, 48, 3, 4, 2, 64, 24);
     MakeModelOptions o;
     o.seed = 7;
     o.init_std = 0.5;

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/text_file.h"
 #include "tests/model_fixtures.h"
+#include "tests/llama_shapes.h"
 #include "tests/test_support.h"
 #include "worker/generate.h"
 #include "worker/llama.h"
@@ -28,18 +29,8 @@ using testing::TempDir;
 
 using testing::Stories260K;
 
-LlamaConfig shape(int64_t dim, int64_t ffn, int64_t layers, int64_t heads, int64_t kv_heads, int64_t vocab,
-                  int64_t context) {
-  LlamaConfig c;
-  c.hidden_size = dim;
-  c.intermediate_size = ffn;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = heads;
-  c.num_key_value_heads = kv_heads;
-  c.vocab_size = vocab;
-  c.max_position_embeddings = context;
-  return c;
-}
+using testing::llama_shape;
+constexpr auto& shape = llama_shape;
 
 at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).unsqueeze(0); }
 

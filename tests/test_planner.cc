@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "tests/llama_shapes.h"
 #include "tests/test_support.h"
 #include "worker/llama_config.h"
 #include "worker/planner.h"
@@ -142,13 +143,7 @@ TEST(Planner, TensorParallelLayout) {
   std::string e = testing::input_error([&] { plan_memory(c70, opts(3)); });
   EXPECT_CONTAINS(e, "64 % 3");
   // 12 heads, 4 KV heads, tp 3: heads split but 4 % 3 and 3 % 4 are both non-zero.
-  LlamaConfig c;
-  c.hidden_size = 768;
-  c.intermediate_size = 2048;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 12;
-  c.num_key_value_heads = 4;
-  c.vocab_size = 1000;
+  LlamaConfig c = testing::llama_shape(768, 2048, 2, 12, 4, 1000);
   e = testing::input_error([&] { plan_memory(c, opts(3)); });
   EXPECT_CONTAINS(e, "4 % 3 = 1");
   EXPECT_CONTAINS(e, "3 % 4 = 3");
@@ -209,13 +204,7 @@ TEST(Planner, RefusesImpossibleOptions) {
 }
 
 TEST(Planner, TiedHeadIsTheEmbedding) {
-  LlamaConfig c;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 100;
+  LlamaConfig c = testing::llama_shape(64, 128, 2, 4, 2, 100);
   c.tie_word_embeddings = true;
   MemoryPlan p = plan_memory(c, opts(2, "f32"));
   EXPECT_EQ(p.rank_lm_head_params, 0);

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "tests/model_fixtures.h"
+#include "tests/llama_shapes.h"
 #include "tests/test_support.h"
 #include "worker/eval_data.h"
 #include "worker/eval_tasks.h"
@@ -60,9 +61,7 @@ class PrefixEval : public ::testing::Test {
     std::string mmlu = testing::data_file("mmlu/hendrycks_format");
     if (tok.empty() || mmlu.empty()) return;
     dir_ = new TempDir();
-    LlamaConfig c;
-    c.hidden_size = 64; c.intermediate_size = 128; c.num_hidden_layers = 2; c.num_attention_heads = 4;
-    c.num_key_value_heads = 2; c.vocab_size = 32000; c.max_position_embeddings = 2048;
+    LlamaConfig c = testing::llama_shape(64, 128, 2, 4, 2, 32000, 2048);
     MakeModelOptions o;
     o.seed = 11;
     o.init_std = 0.1;

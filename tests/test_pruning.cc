@@ -16,6 +16,7 @@
 #include "common/svg.h"
 #include "common/text_file.h"
 #include "tests/model_fixtures.h"
+#include "tests/llama_shapes.h"
 #include "tests/test_support.h"
 #include "worker/distances.h"
 #include "worker/eval_data.h"
@@ -238,14 +239,7 @@ TEST_F(Stories260K, PrunedExportLoadsBackWithEqualLogits) {
 }
 
 TEST(PruneExport, ShardedSourceAndBadRequests) {
-  LlamaConfig c;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 4;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 64;
-  c.max_position_embeddings = 32;
+  LlamaConfig c = testing::llama_shape(32, 48, 4, 4, 2, 64, 32);
   TempDir d;
   MakeModelOptions mo;
   mo.max_shard_bytes = 20000;  // several shards
@@ -279,14 +273,7 @@ TEST(PruneExport, ShardedSourceAndBadRequests) {
 }
 
 TEST(Distances, FingerprintAndKey) {
-  LlamaConfig c;
-  c.hidden_size = 16;
-  c.intermediate_size = 16;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 16;
-  c.max_position_embeddings = 8;
+  LlamaConfig c = testing::llama_shape(16, 16, 1, 2, 2, 16, 8);
   TempDir d;
   make_random_model(c, d.file("a"), {});
   fs::copy(d.file("a"), d.file("b"));

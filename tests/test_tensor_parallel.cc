@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/text_file.h"
+#include "tests/llama_shapes.h"
 #include "tests/test_support.h"
 #include "worker/llama.h"
 #include "worker/llama2c.h"
@@ -28,14 +29,7 @@ namespace layerprune {
 namespace {
 
 LlamaConfig shape(int64_t dim, int64_t layers, int64_t heads, int64_t kv, int64_t ffn, int64_t vocab, bool tie = false) {
-  LlamaConfig c;
-  c.hidden_size = dim;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = heads;
-  c.num_key_value_heads = kv;
-  c.intermediate_size = ffn;
-  c.vocab_size = vocab;
-  c.max_position_embeddings = 64;
+  LlamaConfig c = testing::llama_shape(dim, ffn, layers, heads, kv, vocab, 64);
   c.tie_word_embeddings = tie;
   return c;
 }

@@ -178,6 +178,15 @@ EvalReport summarize(const std::vector<EvalItem>& items, const Loglikelihoods& l
   return rep;
 }
 
+ScoreOptions score_options(const EvalOptions& options, const std::vector<EvalItem>& items) {
+  ScoreOptions so;
+  so.batch_size = options.batch_size;
+  so.share_single_token = options.share_single_token;
+  if (!options.progress) so.progress_label.clear();
+  else if (!items.empty()) so.progress_label = items.front().task;
+  return so;
+}
+
 EvalReport evaluate(const LlamaModel& model, const Tokenizer& tok, const std::vector<EvalItem>& items,
                     const EvalOptions& options) {
   if (options.reuse_prefix && has_shared_prefix(items)) return evaluate_with_prefix_reuse(model, tok, items, options);
@@ -188,11 +197,7 @@ EvalReport evaluate(const LlamaModel& model, const Tokenizer& tok, const std::ve
   fwd.layers = options.layers;
   model.kept_layers(fwd.layers);  // validate before the first batch
   BatchForward forward = [&](const at::Tensor& tokens) { return model.forward(tokens, fwd).logits; };
-  ScoreOptions so;
-  so.batch_size = options.batch_size;
-  so.share_single_token = options.share_single_token;
-  if (!options.progress) so.progress_label.clear();
-  else if (!items.empty()) so.progress_label = items.front().task;
+  ScoreOptions so = score_options(options, items);
   ScorePlan plan;
   Loglikelihoods ll = score_requests(requests, model.config().max_position_embeddings, forward, so, &plan);
   EvalReport rep = summarize(items, ll, plan);

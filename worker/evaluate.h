@@ -107,6 +107,10 @@ struct EvalOptions {
   bool reuse_prefix = true;
 };
 
+// The scoring options an evaluation runs with: its batch size and single-token rule, and a progress line
+// labelled with the task (none when options.progress is false).
+ScoreOptions score_options(const EvalOptions& options, const std::vector<EvalItem>& items);
+
 struct ItemScore {
   std::vector<double> loglik;        // per choice
   int pred = 0;

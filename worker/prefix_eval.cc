@@ -162,11 +162,7 @@ EvalReport evaluate_with_prefix_reuse(const LlamaModel& model, const Tokenizer& 
   // what the plain path refuses (a continuation longer than the model's positions, an empty context).
   ScorePlan full = plan_rows(requests, L, options.share_single_token);
   PrefixSplit split = split_shared_prefix(tok, items, requests, options.add_bos, L);
-  ScoreOptions so;
-  so.batch_size = options.batch_size;
-  so.share_single_token = options.share_single_token;
-  if (!options.progress) so.progress_label.clear();
-  else if (!items.empty()) so.progress_label = items.front().task;
+  ScoreOptions so = score_options(options, items);
   PrefixScoreStats st;
   Loglikelihoods ll = score_with_prefix_reuse(model, options.layers, requests, split, so, &st);
   EvalReport rep = summarize(items, ll, full);

@@ -64,11 +64,8 @@ std::vector<EvalReport> evaluate_sweep(const LlamaModel& model, const Tokenizer&
     }
     ++local.batches;
   };
-  ScoreOptions so;
-  so.batch_size = options.batch_size;
-  so.share_single_token = options.share_single_token;
-  if (!options.progress) so.progress_label.clear();
-  else so.progress_label = "sweep (" + std::to_string(variants.size()) + " variants)";
+  ScoreOptions so = score_options(options, items);
+  if (!so.progress_label.empty()) so.progress_label = "sweep (" + std::to_string(variants.size()) + " variants)";
   ScorePlan plan;
   std::vector<Loglikelihoods> ll =
       score_requests_multi(requests, model.config().max_position_embeddings, variants.size(), forward, so, &plan);
