@@ -1,0 +1,153 @@
+// LoRA adapters on a frozen Llama (worker/lora.h): the differentiable forward equals the inference model,
+// gradients match finite differences, dropout is seeded, and merging the adapters gives the same model.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "tests/llama_shapes.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_support.h"
+#include "worker/llama.h"
+#include "worker/lora.h"
+#include "worker/make_model.h"
+
+namespace layerprune {
+namespace {
+
+using testing::Stories260K;
+using testing::TempDir;
+
+// The two forwards are the same math in a different op order (unfused RMSNorm, RoPE and softmax here, the
+// kernels of worker/llama.cc there), all float32: over 5 layers and logits around 15 they differ by a few
+// ulps (measured 1.03e-5 of 1 + |logit|). 5e-5 allows that and is far below any real difference (a wrong
+// RoPE half or a missing norm moves logits by O(1)).
+constexpr double kSameModel = 5e-5;
+
+double max_rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).abs() / (b.abs() + 1)).max().item<double>();
+}
+
+TEST_F(Stories260K, ZeroAdaptersEqualTheInferenceModel) {
+  LlamaModel model = LlamaModel::load(model_dir());
+  at::Tensor tokens = at::randint(0, 512, {2, 33}, at::kLong);
+  for (std::vector<int64_t> kept : std::vector<std::vector<int64_t>>{{}, {0, 1, 4}}) {
+    LoraConfig cfg;
+    cfg.targets = {"all-linear"};
+    LoraLlama lora(model, kept, cfg);
+    EXPECT_EQ(lora.adapters().size(), 7 * lora.kept_layers().size());
+    ForwardOptions fo;
+    fo.layers = kept;
+    at::NoGradGuard no_grad;
+    EXPECT_LT(max_rel(lora.forward(tokens, /*train=*/false), model.forward(tokens, fo).logits), kSameModel)
+        << "B = 0: the adapted model starts as the base (layers " << kept.size() << ")";
+  }
+}
+
+TEST(Lora, GradientsMatchFiniteDifferences) {
+  TempDir d;
+  MakeModelOptions mo;
+  mo.init_std = 0.3;
+  make_random_model(testing::llama_shape(16, 24, 2, 4, 2, 32, 16), d.path(), mo);
+  LlamaModel model = LlamaModel::load(d.path());
+  LoraConfig cfg;
+  cfg.rank = 2;
+  cfg.dropout = 0;
+  cfg.targets = {"all-linear"};
+  LoraLlama lora(model, {}, cfg);
+  {
+    at::NoGradGuard no_grad;  // B != 0 so that A gets a gradient too
+    for (LoraAdapter& a : lora.adapters()) a.b.normal_(0.0, 0.3);
+  }
+  at::Tensor tokens = at::randint(0, 32, {2, 9}, at::kLong);
+  at::Tensor loss = lora.loss(tokens, false);
+  loss.backward();
+  // Central differences in float32: eps 1e-2 keeps rounding (~1e-7 / eps) far below the truncation error.
+  const double eps = 1e-2;
+  int checked = 0;
+  for (size_t i = 0; i < lora.adapters().size(); i += 3)
+    for (at::Tensor p : {lora.adapters()[i].a, lora.adapters()[i].b}) {
+      at::Tensor g = p.grad().clone();
+      for (int64_t k : {int64_t(0), p.numel() / 2, p.numel() - 1}) {
+        at::NoGradGuard no_grad;
+        float* v = p.data_ptr<float>() + k;
+        const float old = *v;
+        *v = old + eps;
+        const double up = lora.loss(tokens, false).item<double>();
+        *v = old - eps;
+        const double down = lora.loss(tokens, false).item<double>();
+        *v = old;
+        const double fd = (up - down) / (2 * eps), an = g.view(-1)[k].item<double>();
+        EXPECT_NEAR(an, fd, 2e-3 + 2e-2 * std::abs(fd)) << lora.adapters()[i].name << " entry " << k;
+        ++checked;
+      }
+    }
+  EXPECT_GE(checked, 24);
+  // The base stays frozen: no gradient reaches it.
+  EXPECT_FALSE(model.weights().layers[0].w_up.requires_grad());
+}
+
+TEST(Lora, DropoutIsSeededAndOffInEvaluation) {
+  TempDir d;
+  make_random_model(testing::llama_shape(16, 24, 2, 4, 2, 32, 16), d.path(), {});
+  LlamaModel model = LlamaModel::load(d.path());
+  at::Tensor tokens = at::randint(0, 32, {2, 9}, at::kLong);
+  LoraConfig cfg;
+  cfg.dropout = 0.5;
+  cfg.seed = 3;
+  auto run = [&](bool train) {
+    LoraLlama lora(model, {}, cfg);
+    at::NoGradGuard no_grad;
+    for (LoraAdapter& a : lora.adapters()) a.b.normal_(0.0, 1.0, lora.generator());
+    std::vector<double> out;
+    for (int i = 0; i < 2; ++i) out.push_back(lora.loss(tokens, train).item<double>());
+    return out;
+  };
+  std::vector<double> a = run(true), b = run(true), e = run(false);
+  EXPECT_EQ(a, b) << "same seed, same masks";
+  EXPECT_NE(a[0], a[1]) << "a new mask each step";
+  EXPECT_EQ(e[0], e[1]) << "no dropout in evaluation";
+  EXPECT_NE(a[0], e[0]);
+}
+
+TEST_F(Stories260K, MergedWeightsGiveTheAdaptedModel) {
+  LlamaModel model = LlamaModel::load(model_dir());
+  LoraConfig cfg;
+  cfg.rank = 4;
+  LoraLlama lora(model, {0, 2, 4}, cfg);
+  at::NoGradGuard no_grad;
+  for (LoraAdapter& a : lora.adapters()) a.b.normal_(0.0, 0.05, lora.generator());
+  LlamaWeights w = model.weights();
+  for (size_t i = 0; i < lora.adapters().size(); ++i) {
+    const LoraAdapter& a = lora.adapters()[i];
+    LlamaLayerWeights& l = w.layers[size_t(a.layer)];
+    at::Tensor* target[7] = {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
+    *target[a.proj] = lora.merged_weight(i);
+  }
+  LlamaModel merged(model.config(), w);
+  at::Tensor tokens = at::randint(0, 512, {2, 40}, at::kLong);
+  ForwardOptions fo;
+  fo.layers = {0, 2, 4};
+  at::Tensor want = lora.forward(tokens, false), got = merged.forward(tokens, fo).logits;
+  EXPECT_GT((want - model.forward(tokens, fo).logits).abs().max().item<double>(), 1e-3) << "the adapters do something";
+  EXPECT_LT(max_rel(got, want), kSameModel);
+}
+
+TEST(Lora, BadConfigurations) {
+  EXPECT_EQ(lora_targets({"all-linear"}).size(), 7u);
+  EXPECT_CONTAINS(testing::input_error([] { lora_targets({"gate"}); }), "unknown LoRA target \"gate\"");
+  EXPECT_CONTAINS(testing::input_error([] { lora_targets({}); }), "at least one");
+  TempDir d;
+  make_random_model(testing::llama_shape(16, 24, 2, 4, 2, 32, 16), d.path(), {});
+  LlamaModel model = LlamaModel::load(d.path());
+  LoraConfig cfg;
+  cfg.rank = 17;
+  EXPECT_CONTAINS(testing::input_error([&] { LoraLlama(model, {}, cfg); }), "exceeds");
+  cfg.rank = 4;
+  cfg.dropout = 1;
+  EXPECT_CONTAINS(testing::input_error([&] { LoraLlama(model, {}, cfg); }), "dropout");
+  cfg.dropout = 0.05;
+  EXPECT_EQ(LoraLlama(model, {}, cfg).trainable_parameters(), 2 * (4 * (16 + 24) * 2 + 4 * (24 + 16)));
+}
+
+}  // namespace
+}  // namespace layerprune
