@@ -8,6 +8,7 @@ int convert(int argc, char** argv);
 int distances(int argc, char** argv);
 int eval(int argc, char** argv);
 int generate(int argc, char** argv);
+int heal(int argc, char** argv);
 int locate(int argc, char** argv);
 int loss(int argc, char** argv);
 int make_model(int argc, char** argv);

@@ -31,6 +31,8 @@ const Command kCommands[] = {
     {"eval", "MMLU / BoolQ accuracy of a whole or layer-pruned model (lm-evaluation-harness scoring)",
      layerprune::cli::eval, true},
     {"generate", "greedy text generation from a prompt", layerprune::cli::generate, true},
+    {"heal", "LoRA healing of a pruned model (frozen base, AdamW, cosine), resumable, merged export",
+     layerprune::cli::heal, true},
     {"locate", "print where a known model or dataset is on this machine", layerprune::cli::locate, false},
     {"loss", "mean next-token loss of a model on a text or JSONL file", layerprune::cli::loss, true},
     {"make-model", "write a random-initialised Llama of any shape (tests, benchmarks)",

@@ -139,6 +139,45 @@ TEST(Cli, DistancesPruneSweepOnStories260K) {
   EXPECT_EQ(run("sweep --model " + model + " --tasks boolq --strategies random").status, 2);
 }
 
+// The healing check: stories260K with the simple strategy's 2 layers (2-3) removed, healed on
+// TinyStories text and evaluated on held-out paragraphs, recovers at least half of the loss gap to the
+// unpruned model; the merged export has the healed model's loss.
+TEST(Cli, HealRecoversHalfTheGapOnStories260K) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
+  testing::TempDir d;
+  const std::string model = d.path() + "/m";
+  ASSERT_EQ(run("convert --llama2c " + bin + " --tokenizer " + tok + " --out " + model).status, 0);
+  // Paragraphs 0..89% train, the rest held out.
+  std::string all = read_file(text), train, held;
+  std::vector<std::string> paras;
+  for (size_t pos = 0; pos < all.size();) {
+    size_t end = all.find("\n\n", pos);
+    paras.push_back(all.substr(pos, end == std::string::npos ? std::string::npos : end - pos));
+    pos = end == std::string::npos ? all.size() : end + 2;
+  }
+  for (size_t i = 0; i < paras.size(); ++i) (i < paras.size() * 9 / 10 ? train : held) += paras[i] + "\n\n";
+  write_file(d.path() + "/train.txt", train);
+  write_file(d.path() + "/held.txt", held);
+  CliRun h = run("heal --model " + model + " --drop 2-3 --train-data " + d.path() + "/train.txt --eval-data " +
+                 d.path() + "/held.txt --eval-windows 8 --steps 60 --global-batch 16 --micro-batch 16 --seq-len 128 "
+                 "--lr 3e-3 --warmup 10 --rank 16 --json --out " + d.path() + "/healed --checkpoint-dir " + d.path() + "/ck");
+  ASSERT_EQ(h.status, 0) << h.out;
+  auto j = nlohmann::json::parse(h.out);
+  const double base = j.at("val_loss_unpruned"), pruned = j.at("val_loss_pruned"), healed = j.at("val_loss_healed");
+  std::printf("validation loss: unpruned %.4f, pruned %.4f, healed %.4f (%.0f%% of the gap)\n", base, pruned, healed,
+              100 * j.at("gap_recovered").get<double>());
+  EXPECT_GT(pruned, base + 1.0) << "dropping 2 of 5 layers hurts";
+  EXPECT_GE(j.at("gap_recovered").get<double>(), 0.5);
+  EXPECT_TRUE(std::filesystem::exists(d.path() + "/ck/step-000060.safetensors"));
+  CliRun l = run("loss --model " + d.path() + "/healed --data " + d.path() + "/held.txt --max-windows 8 --json");
+  ASSERT_EQ(l.status, 0) << l.out;
+  EXPECT_NEAR(nlohmann::json::parse(l.out).at("mean_nll").get<double>(), healed, 1e-4)
+      << "the merged export is the healed model";
+  EXPECT_CONTAINS(read_file(d.path() + "/healed/config.json"), "\"num_hidden_layers\": 3");
+}
+
 TEST(Cli, EvalOnStories260K) {
   LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
   LP_REQUIRE_DATA(tok, "stories260K/tok512.model");

@@ -17,12 +17,20 @@ const char* const kLossRecipe =
 
 LossResult stream_loss(const LlamaModel& model, const std::vector<int32_t>& stream, int32_t bos,
                        const LossOptions& options) {
+  ForwardOptions fwd;
+  fwd.layers = options.layers;
+  return stream_loss([&](const at::Tensor& tokens) { return model.forward(tokens, fwd).logits; },
+                     model.config().max_position_embeddings, model.config().vocab_size, stream, bos, options);
+}
+
+LossResult stream_loss(const std::function<at::Tensor(const at::Tensor&)>& logits_of, int64_t max_positions,
+                       int64_t vocab_size, const std::vector<int32_t>& stream, int32_t bos, const LossOptions& options) {
   LossResult r;
-  r.context = options.context > 0 ? options.context : model.config().max_position_embeddings;
+  r.context = options.context > 0 ? options.context : max_positions;
   if (r.context < 2) throw InputError("loss: context must be at least 2 tokens");
-  if (r.context > model.config().max_position_embeddings)
+  if (r.context > max_positions)
     throw InputError("loss: context " + std::to_string(r.context) + " exceeds the model's " +
-                     std::to_string(model.config().max_position_embeddings) + " positions");
+                     std::to_string(max_positions) + " positions");
   const int64_t chunk = r.context - 1;
   r.stream_tokens = int64_t(stream.size());
   r.windows = r.stream_tokens / chunk;
@@ -33,8 +41,6 @@ LossResult stream_loss(const LlamaModel& model, const std::vector<int32_t>& stre
   const int64_t B = std::max<int64_t>(1, options.batch_size);
   double total = 0;
   Progress progress("loss", r.windows, "windows");
-  ForwardOptions fwd;
-  fwd.layers = options.layers;
   for (int64_t w0 = 0; w0 < r.windows; w0 += B) {
     const int64_t nb = std::min(B, r.windows - w0);
     at::Tensor tokens = at::empty({nb, r.context}, at::kLong);
@@ -44,7 +50,7 @@ LossResult stream_loss(const LlamaModel& model, const std::vector<int32_t>& stre
       const int32_t* src = stream.data() + (w0 + b) * chunk;
       for (int64_t t = 0; t < chunk; ++t) acc[b][t + 1] = src[t];
     }
-    at::Tensor logits = model.forward(tokens, fwd).logits;                   // [nb, ctx, V]
+    at::Tensor logits = logits_of(tokens);                                   // [nb, ctx, V]
     at::Tensor logp = at::log_softmax(logits.narrow(1, 0, chunk), -1);       // predictions for t+1
     at::Tensor target = tokens.narrow(1, 1, chunk).unsqueeze(-1);
     at::Tensor nll = logp.gather(-1, target).neg();
@@ -53,7 +59,7 @@ LossResult stream_loss(const LlamaModel& model, const std::vector<int32_t>& stre
     progress.advance(nb);
   }
   r.mean_nll = total / double(r.predicted_tokens);
-  r.normalized = r.mean_nll / std::log(double(model.config().vocab_size));
+  r.normalized = r.mean_nll / std::log(double(vocab_size));
   return r;
 }
 

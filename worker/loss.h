@@ -6,6 +6,7 @@
 // the last position predict nothing). Reported in nats/token and divided by ln(vocab).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,11 @@ struct LossResult {
 
 LossResult stream_loss(const LlamaModel& model, const std::vector<int32_t>& stream, int32_t bos,
                        const LossOptions& options);
+
+// The same recipe for any model: `logits` maps [B, T] tokens to [B, T, V] float logits (options.layers is
+// ignored; the caller's model decides). Used for LoRA-adapted models during healing.
+LossResult stream_loss(const std::function<at::Tensor(const at::Tensor&)>& logits, int64_t max_positions,
+                       int64_t vocab_size, const std::vector<int32_t>& stream, int32_t bos, const LossOptions& options);
 
 // The recipe above as one sentence, for --help and results.
 extern const char* const kLossRecipe;

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,8 @@ int64_t layer_of(const std::string& name, std::string* rest) {
 }  // namespace
 
 PruneExport export_pruned_model(const std::string& source_dir, const std::vector<int64_t>& kept,
-                                const std::string& out_dir, uint64_t max_shard_bytes) {
+                                const std::string& out_dir, uint64_t max_shard_bytes,
+                                const std::map<std::string, TensorToWrite>& replace) {
   std::error_code ec;
   if (fs::exists(out_dir, ec) && fs::equivalent(source_dir, out_dir, ec))
     throw InputError(out_dir + ": the output directory is the source model");
@@ -62,7 +64,13 @@ PruneExport export_pruned_model(const std::string& source_dir, const std::vector
       out_name = "model.layers." + std::to_string(it->second) + "." + rest;
     }
     const TensorView& t = ckpt.tensor(name);
-    writes.push_back(TensorToWrite{out_name, t.dtype, t.shape, t.data, t.nbytes});
+    if (auto r = replace.find(name); r != replace.end()) {
+      if (r->second.dtype != t.dtype || r->second.shape != t.shape)
+        throw std::invalid_argument("export: replacement for " + name + " has another dtype or shape");
+      writes.push_back(TensorToWrite{out_name, t.dtype, t.shape, r->second.data, r->second.nbytes});
+    } else {
+      writes.push_back(TensorToWrite{out_name, t.dtype, t.shape, t.data, t.nbytes});
+    }
     result.bytes_written += t.nbytes;
   }
   fs::create_directories(out_dir, ec);

@@ -8,8 +8,11 @@
 // running the source with ForwardOptions::layers = kept.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
+
+#include "worker/safetensors.h"
 
 namespace layerprune {
 
@@ -21,7 +24,10 @@ struct PruneExport {
 
 // `kept` ascending, non-empty, within the source's layers (InputError otherwise). `out_dir` must not be the
 // source; existing files in it are overwritten.
+// `replace` maps source tensor names to new contents of the same dtype and shape (healed weights with LoRA
+// merged in); their names are renumbered like the rest.
 PruneExport export_pruned_model(const std::string& source_dir, const std::vector<int64_t>& kept,
-                                const std::string& out_dir, uint64_t max_shard_bytes = 5'000'000'000ull);
+                                const std::string& out_dir, uint64_t max_shard_bytes = 5'000'000'000ull,
+                                const std::map<std::string, TensorToWrite>& replace = {});
 
 }  // namespace layerprune

@@ -1,0 +1,151 @@
+// The healing trainer (worker/trainer.h): schedule, packed data, AdamW steps, and checkpoints that resume
+// the identical run (bit for bit), including after a stop request.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+
+#include "common/error.h"
+#include "tests/llama_shapes.h"
+#include "tests/test_support.h"
+#include "worker/llama.h"
+#include "worker/lora.h"
+#include "worker/make_model.h"
+#include "worker/trainer.h"
+
+namespace layerprune {
+namespace {
+
+using testing::TempDir;
+
+TEST(Trainer, WarmupThenCosine) {
+  TrainConfig c;
+  c.steps = 110;
+  c.warmup = 10;
+  c.lr = 1e-3;
+  c.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0), 1e-4);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 9), 1e-3);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 10), 1e-3) << "cosine starts at the peak";
+  EXPECT_NEAR(learning_rate(c, 59) , 1e-4 + 0.9e-3 * 0.5 * (1 + std::cos(M_PI * 49.0 / 99.0)), 1e-15);
+  EXPECT_NEAR(learning_rate(c, 109), 1e-4, 1e-15) << "ends at min_lr_ratio x lr";
+}
+
+TEST(Trainer, PackedStreamVisitsEveryWindowOncePerPass) {
+  std::vector<int32_t> toks(100);
+  for (int i = 0; i < 100; ++i) toks[size_t(i)] = i + 10;
+  PackedStream s(toks, 1, 11, 5);  // windows of 10 tokens: 10 windows
+  EXPECT_EQ(s.windows(), 10);
+  std::set<int64_t> starts;
+  at::Tensor b = s.next(10);
+  for (int64_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(b[i][0].item<int64_t>(), 1) << "BOS first";
+    const int64_t first = b[i][1].item<int64_t>();
+    for (int64_t t = 2; t < 11; ++t) EXPECT_EQ(b[i][t].item<int64_t>(), first + t - 1) << "consecutive tokens";
+    starts.insert(first);
+  }
+  EXPECT_EQ(starts.size(), 10u);
+  at::Tensor second = s.next(10);
+  EXPECT_FALSE(at::equal(b, second)) << "a new order on the next pass";
+  PackedStream t(toks, 1, 11, 5);
+  t.seek(10);
+  EXPECT_TRUE(at::equal(t.next(10), second));
+  EXPECT_CONTAINS(testing::input_error([&] { PackedStream(std::vector<int32_t>(5), 1, 11, 0); }), "fewer than one");
+}
+
+struct Tiny {
+  TempDir dir;
+  std::unique_ptr<LlamaModel> model;
+  std::vector<int32_t> text;
+  Tiny() {
+    MakeModelOptions mo;
+    mo.init_std = 0.2;
+    make_random_model(testing::llama_shape(32, 48, 3, 4, 2, 64, 32), dir.path() + "/m", mo);
+    model = std::make_unique<LlamaModel>(LlamaModel::load(dir.path() + "/m"));
+    for (int i = 0; i < 2000; ++i) text.push_back(int32_t((i * 7 + i / 13) % 60 + 2));  // learnable pattern
+  }
+  TrainConfig config(const std::string& ckpt) const {
+    TrainConfig c;
+    c.steps = 8;
+    c.global_batch = 4;
+    c.micro_batch = 2;
+    c.seq_len = 17;
+    c.lr = 5e-3;
+    c.warmup = 2;
+    c.checkpoint_dir = ckpt;
+    c.log_every = 0;
+    return c;
+  }
+};
+
+LoraConfig lora_config() {
+  LoraConfig l;
+  l.rank = 4;
+  l.seed = 9;
+  l.dropout = 0.1;  // exercises the dropout RNG across the resume
+  l.targets = {"all-linear"};
+  return l;
+}
+
+TEST(Trainer, LossFallsAndResumeRepeatsTheRunBitForBit) {
+  Tiny t;
+  TrainConfig c = t.config(t.dir.path() + "/a");
+  c.checkpoint_every = 3;
+  LoraLlama full(*t.model, {0, 2}, lora_config());
+  PackedStream d1(t.text, 1, c.seq_len, 3);
+  TrainResult r1 = train(full, d1, c);
+  ASSERT_EQ(r1.steps.size(), 8u);
+  EXPECT_LT(r1.steps.back().loss, r1.steps.front().loss) << "training lowers the loss";
+  ASSERT_TRUE(std::filesystem::exists(t.dir.path() + "/a/step-000003.safetensors"));
+
+  LoraLlama resumed(*t.model, {0, 2}, lora_config());
+  PackedStream d2(t.text, 1, c.seq_len, 3);
+  c.checkpoint_dir = t.dir.path() + "/b";
+  TrainResult r2 = train(resumed, d2, c, t.dir.path() + "/a/step-000003.safetensors");
+  ASSERT_EQ(r2.steps.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(r2.steps[i].step, r1.steps[i + 3].step);
+    EXPECT_EQ(r2.steps[i].loss, r1.steps[i + 3].loss) << "step " << r2.steps[i].step << ": bit for bit";
+  }
+  for (size_t i = 0; i < full.adapters().size(); ++i) {
+    EXPECT_TRUE(at::equal(full.adapters()[i].a, resumed.adapters()[i].a)) << full.adapters()[i].name;
+    EXPECT_TRUE(at::equal(full.adapters()[i].b, resumed.adapters()[i].b)) << full.adapters()[i].name;
+  }
+}
+
+TEST(Trainer, StopRequestCheckpointsAndResumes) {
+  Tiny t;
+  TrainConfig c = t.config(t.dir.path() + "/s");
+  LoraLlama whole(*t.model, {}, lora_config());
+  PackedStream d0(t.text, 1, c.seq_len, 3);
+  c.checkpoint_dir.clear();
+  TrainResult uninterrupted = train(whole, d0, c);
+  c.checkpoint_dir = t.dir.path() + "/s";
+
+  LoraLlama first(*t.model, {}, lora_config());
+  PackedStream d1(t.text, 1, c.seq_len, 3);
+  TrainResult r1 = train(first, d1, c, "", [](const TrainStep& s) {
+    if (s.step == 5) g_stop_training = true;  // as the SIGTERM handler does
+  });
+  g_stop_training = false;
+  EXPECT_TRUE(r1.stopped);
+  EXPECT_EQ(r1.final_step, 5);
+  ASSERT_FALSE(r1.last_checkpoint.empty());
+  LoraLlama second(*t.model, {}, lora_config());
+  PackedStream d2(t.text, 1, c.seq_len, 3);
+  TrainResult r2 = train(second, d2, c, r1.last_checkpoint);
+  EXPECT_EQ(r2.final_step, 8);
+  EXPECT_EQ(r2.steps.back().loss, uninterrupted.steps.back().loss);
+  // A checkpoint of another adapter set is refused.
+  LoraConfig other = lora_config();
+  other.rank = 2;
+  LoraLlama wrong(*t.model, {}, other);
+  PackedStream d3(t.text, 1, c.seq_len, 3);
+  EXPECT_CONTAINS(testing::input_error([&] { train(wrong, d3, c, r1.last_checkpoint); }), "another adapter set");
+  EXPECT_CONTAINS(testing::input_error([&] { train(wrong, d3, c, t.dir.path() + "/m/model.safetensors"); }),
+                  "not a layerprune LoRA checkpoint");
+}
+
+}  // namespace
+}  // namespace layerprune
