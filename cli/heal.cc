@@ -55,6 +55,7 @@ int heal(int argc, char** argv) {
       .option("alpha", "LoRA alpha (0: = rank, as the paper)", "0")
       .option("dropout", "LoRA dropout", "0.05")
       .option("targets", "projections with adapters (comma-separated, or all-linear)", "gate_proj,up_proj,down_proj")
+      .option("quant", "frozen base: none, or nf4 (QLoRA: projections quantised to NF4)", "none")
       .option("seed", "seed of the adapters, dropout and data order", "0")
       .option("checkpoint-dir", "checkpoints (adapters, optimizer, data position, RNG)", "")
       .option("checkpoint-every", "steps between checkpoints (0: at the end and on SIGTERM)", "0")
@@ -72,6 +73,7 @@ int heal(int argc, char** argv) {
   lc.dropout = p.get_double("dropout");
   lc.targets = split_commas(p.get("targets"));
   lc.seed = uint64_t(p.get_int("seed"));
+  lc.base_quant = p.get("quant");
   LoraLlama lora(m.model, kept, lc);
   TrainConfig tc;
   tc.steps = p.get_int("steps");
@@ -136,7 +138,8 @@ int heal(int argc, char** argv) {
            {"val_loss_pruned", pruned_loss}, {"val_loss_healed", healed_loss}, {"gap_recovered", recovered},
            {"trainable_parameters", lora.trainable_parameters()}, {"train_data_sha256", sha256_file(train_path)},
            {"eval_data_sha256", sha256_file(eval_path)}, {"seed", lc.seed}, {"rank", lc.rank},
-           {"alpha", lc.alpha > 0 ? lc.alpha : double(lc.rank)}, {"dropout", lc.dropout}, {"targets", lc.targets},
+           {"alpha", lc.alpha > 0 ? lc.alpha : double(lc.rank)}, {"dropout", lc.dropout}, {"targets", lc.targets}, {"quant", lc.base_quant},
+           {"base_projection_bytes", lora.base_projection_bytes()},
            {"lr", tc.lr}, {"global_batch", tc.global_batch}, {"seq_len", tc.seq_len}, {"out", p.get("out")},
            {"code_version", layerprune_version()}, {"wall_seconds", wall}, {"loss_curve", steps}};
   if (p.flag_set("json")) {

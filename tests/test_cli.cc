@@ -176,6 +176,16 @@ TEST(Cli, HealRecoversHalfTheGapOnStories260K) {
   EXPECT_NEAR(nlohmann::json::parse(l.out).at("mean_nll").get<double>(), healed, 1e-4)
       << "the merged export is the healed model";
   EXPECT_CONTAINS(read_file(d.path() + "/healed/config.json"), "\"num_hidden_layers\": 3");
+  // QLoRA: the same healing on an NF4 base.
+  CliRun q = run("heal --model " + model + " --drop 2-3 --train-data " + d.path() + "/train.txt --eval-data " +
+                 d.path() + "/held.txt --eval-windows 8 --steps 60 --global-batch 16 --micro-batch 16 --seq-len 128 "
+                 "--lr 3e-3 --warmup 10 --rank 16 --quant nf4 --json");
+  ASSERT_EQ(q.status, 0) << q.out;
+  auto qj = nlohmann::json::parse(q.out);
+  std::printf("QLoRA: healed %.4f (%.0f%% of the gap)\n", qj.at("val_loss_healed").get<double>(),
+              100 * qj.at("gap_recovered").get<double>());
+  EXPECT_EQ(qj.at("quant"), "nf4");
+  EXPECT_GE(qj.at("gap_recovered").get<double>(), 0.5);
 }
 
 TEST(Cli, EvalOnStories260K) {

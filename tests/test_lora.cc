@@ -9,6 +9,7 @@
 #include "tests/test_support.h"
 #include "worker/llama.h"
 #include "worker/lora.h"
+#include "kernels/nf4.h"
 #include "worker/make_model.h"
 
 namespace layerprune {
@@ -130,6 +131,51 @@ TEST_F(Stories260K, MergedWeightsGiveTheAdaptedModel) {
   at::Tensor want = lora.forward(tokens, false), got = merged.forward(tokens, fo).logits;
   EXPECT_GT((want - model.forward(tokens, fo).logits).abs().max().item<double>(), 1e-3) << "the adapters do something";
   EXPECT_LT(max_rel(got, want), kSameModel);
+}
+
+// QLoRA: the NF4 base behaves as the dequantised weights would. The reference is a plain LoRA model on a
+// LlamaModel built from nf4_dequantize of every projection: same logits, and the same adapter gradients
+// (the fused input-gradient kernel against autograd through at::linear).
+TEST(Lora, Nf4BaseEqualsLoraOnTheDequantisedWeights) {
+  TempDir d;
+  MakeModelOptions mo;
+  mo.init_std = 0.3;
+  make_random_model(testing::llama_shape(64, 96, 2, 4, 2, 48, 32), d.path(), mo);
+  LlamaModel model = LlamaModel::load(d.path());
+  LlamaWeights dq = model.weights();
+  for (LlamaLayerWeights& l : dq.layers)
+    for (at::Tensor* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      *w = kernels::nf4_dequantize(kernels::nf4_quantize(*w));
+  LlamaModel reference(model.config(), dq);
+  LoraConfig cfg;
+  cfg.rank = 4;
+  cfg.dropout = 0;
+  cfg.targets = {"all-linear"};
+  LoraLlama plain(reference, {}, cfg);
+  cfg.base_quant = "nf4";
+  LoraLlama q(model, {}, cfg);
+  EXPECT_LT(q.base_projection_bytes() * 7, plain.base_projection_bytes()) << "NF4: ~4.13 of 32 bits";
+  {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < q.adapters().size(); ++i) {
+      q.adapters()[i].b.normal_(0.0, 0.3, q.generator());
+      plain.adapters()[i].b.copy_(q.adapters()[i].b);
+      ASSERT_TRUE(at::equal(plain.adapters()[i].a, q.adapters()[i].a)) << "same seed, same A";
+    }
+  }
+  at::Tensor tokens = at::randint(0, 48, {2, 11}, at::kLong);
+  at::Tensor lq = q.loss(tokens, false), lp = plain.loss(tokens, false);
+  EXPECT_NEAR(lq.item<double>(), lp.item<double>(), 1e-5);
+  lq.backward();
+  lp.backward();
+  for (size_t i = 0; i < q.adapters().size(); ++i) {
+    EXPECT_LT(max_rel(q.adapters()[i].a.grad(), plain.adapters()[i].a.grad()), 1e-4) << q.adapters()[i].name;
+    EXPECT_LT(max_rel(q.adapters()[i].b.grad(), plain.adapters()[i].b.grad()), 1e-4) << q.adapters()[i].name;
+  }
+  // Merging dequantises: the merged weight is the reference's merged weight.
+  EXPECT_LT(max_rel(q.merged_weight(0), plain.merged_weight(0)), 1e-6);
+  cfg.base_quant = "int3";
+  EXPECT_CONTAINS(testing::input_error([&] { LoraLlama(model, {}, cfg); }), "expected none or nf4");
 }
 
 TEST(Lora, BadConfigurations) {

@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
@@ -30,6 +33,19 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   at::Tensor c = cos.unsqueeze(0).unsqueeze(2), s = sin.unsqueeze(0).unsqueeze(2);  // [1, T, 1, hd/2]
   return at::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1);
 }
+// x W^T with W in NF4, differentiable in x: the backward's input gradient g W is the fused NF4 kernel too.
+// W is frozen (no gradient); it travels as its address, which outlives the graph (the model owns it).
+struct Nf4Linear : torch::autograd::Function<Nf4Linear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t weight) {
+    ctx->saved_data["w"] = weight;
+    return kernels::nf4_linear(x, *reinterpret_cast<const kernels::Nf4Weight*>(weight));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto* w = reinterpret_cast<const kernels::Nf4Weight*>(ctx->saved_data["w"].toInt());
+    return {kernels::nf4_linear_input_grad(grad[0], *w), at::Tensor()};
+  }
+};
 }  // namespace
 
 std::vector<std::string> lora_targets(const std::vector<std::string>& names) {
@@ -76,6 +92,14 @@ LoraLlama::LoraLlama(const LlamaModel& base, std::vector<int64_t> kept, LoraConf
       index_[pos][size_t(proj)] = int(adapters_.size());
       adapters_.push_back(std::move(a));
     }
+  if (config_.base_quant == "nf4") {
+    at::NoGradGuard no_grad;
+    nf4_.resize(kept_.size());
+    for (size_t pos = 0; pos < kept_.size(); ++pos)
+      for (int proj = 0; proj < 7; ++proj) nf4_[pos].push_back(kernels::nf4_quantize(base_weight(kept_[pos], proj)));
+  } else if (config_.base_quant != "none") {
+    throw InputError("unknown base quantisation \"" + config_.base_quant + "\": expected none or nf4");
+  }
   const int64_t hd = c.head_dim();
   at::Tensor inv = at::pow(c.rope_theta, -at::arange(0, hd, 2, at::kDouble) / double(hd));
   at::Tensor ang = at::outer(at::arange(c.max_position_embeddings, at::kDouble), inv);
@@ -97,7 +121,9 @@ const at::Tensor& LoraLlama::base_weight(int64_t layer, int proj) const {
 }
 
 at::Tensor LoraLlama::project(const at::Tensor& x, const at::Tensor& w, size_t pos, int proj, bool train) {
-  at::Tensor y = at::linear(x, w);
+  at::Tensor y = nf4_.empty() ? at::linear(x, w)
+                              : Nf4Linear::apply(x.to(at::kFloat), int64_t(reinterpret_cast<intptr_t>(&nf4_[pos][size_t(proj)])))
+                                    .to(x.scalar_type());
   const int i = index_[pos][size_t(proj)];
   if (i < 0) return y;
   const LoraAdapter& a = adapters_[size_t(i)];
@@ -168,7 +194,20 @@ at::Tensor LoraLlama::merged_weight(size_t i) const {
   const LoraAdapter& a = adapters_.at(i);
   const at::Tensor& w = base_weight(a.layer, a.proj);
   at::NoGradGuard no_grad;
-  return (w.to(at::kFloat) + at::matmul(a.b, a.a) * config_.scale()).to(w.scalar_type());
+  at::Tensor base = w.to(at::kFloat);
+  if (!nf4_.empty()) {
+    const size_t pos = size_t(std::find(kept_.begin(), kept_.end(), a.layer) - kept_.begin());
+    base = kernels::nf4_dequantize(nf4_[pos][size_t(a.proj)]);
+  }
+  return (base + at::matmul(a.b, a.a) * config_.scale()).to(w.scalar_type());
+}
+
+int64_t LoraLlama::base_projection_bytes() const {
+  int64_t n = 0;
+  for (size_t pos = 0; pos < kept_.size(); ++pos)
+    for (int proj = 0; proj < 7; ++proj)
+      n += nf4_.empty() ? base_weight(kept_[pos], proj).nbytes() : nf4_[pos][size_t(proj)].storage_bytes();
+  return n;
 }
 
 }  // namespace layerprune

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/nf4.h"
 #include "worker/llama.h"
 
 namespace layerprune {
@@ -30,6 +31,9 @@ struct LoraConfig {
   // Projection names: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; "all-linear" = all seven.
   std::vector<std::string> targets = {"gate_proj", "up_proj", "down_proj"};
   uint64_t seed = 0;  // A's initialisation and the dropout masks
+  // "none": the base projections are the checkpoint's weights; "nf4": QLoRA, every projection of the kept
+  // layers quantised to NF4 once (kernels/nf4.h) and dequantised tile by tile in each product.
+  std::string base_quant = "none";
   double scale() const { return (alpha > 0 ? alpha : double(rank)) / double(rank); }
 };
 
@@ -65,7 +69,10 @@ class LoraLlama {
   const std::vector<int64_t>& kept_layers() const { return kept_; }
   at::Generator& generator() { return gen_; }  // dropout's RNG (its state goes into checkpoints)
 
-  // W + scale * B A for adapter i's projection, in the base dtype (for export).
+  // Bytes of the frozen projections as this model holds them (NF4 packed + constants, or the base's).
+  int64_t base_projection_bytes() const;
+
+  // W + scale * B A for adapter i's projection, in the base dtype (for export); W dequantised under NF4.
   at::Tensor merged_weight(size_t adapter) const;
 
  private:
@@ -79,6 +86,7 @@ class LoraLlama {
   std::vector<std::vector<int>> index_;  // [kept position][projection] -> adapter index or -1
   at::Generator gen_;
   at::Tensor cos_, sin_;                 // [max_pos, hd/2]
+  std::vector<std::vector<kernels::Nf4Weight>> nf4_;  // [kept position][projection] under base_quant nf4
 };
 
 }  // namespace layerprune
