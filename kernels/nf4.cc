@@ -338,19 +338,29 @@ at::Tensor shaped_like(const at::Tensor& out2d, const at::Tensor& x, int64_t las
 
 }  // namespace
 
+namespace {
+// Calls f(r0, tile) for consecutive row tiles of W, each dequantised into one reused float32 buffer of at
+// most nf4_tile_rows rows: the only full-precision memory the fused products use.
+template <typename F>
+void for_each_tile(const Nf4Weight& w, F f) {
+  const int64_t R = nf4_tile_rows(w.rows, w.cols);
+  at::Tensor tile = at::empty({R, w.cols}, at::kFloat);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
+    at::Tensor t = tile.narrow(0, 0, std::min(R, w.rows - r0));
+    dequantize_parallel(w, r0 * w.cols, (r0 + t.size(0)) * w.cols, t.data_ptr<float>());
+    f(r0, t);
+  }
+}
+}  // namespace
+
 at::Tensor nf4_linear(const at::Tensor& x, const Nf4Weight& w) {
   check_quantized(w, "nf4_linear");
   at::Tensor xf = as_float_matrix(x, w.cols, "nf4_linear");
   at::Tensor out = at::empty({xf.size(0), w.rows}, at::kFloat);
-  const int64_t R = nf4_tile_rows(w.rows, w.cols);
-  at::Tensor tile = at::empty({R, w.cols}, at::kFloat);
-  for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
-    const int64_t r = std::min(R, w.rows - r0);
-    at::Tensor t = tile.narrow(0, 0, r);
-    dequantize_parallel(w, r0 * w.cols, (r0 + r) * w.cols, t.data_ptr<float>());
-    at::Tensor cols_out = out.narrow(1, r0, r);  // a strided column slice: BLAS writes it in place (ldc = rows)
+  for_each_tile(w, [&](int64_t r0, const at::Tensor& t) {
+    at::Tensor cols_out = out.narrow(1, r0, t.size(0));  // a strided column slice: BLAS writes it in place
     at::mm_out(cols_out, xf, t.t());
-  }
+  });
   return shaped_like(out, x, w.rows);
 }
 
@@ -358,14 +368,8 @@ at::Tensor nf4_linear_input_grad(const at::Tensor& g, const Nf4Weight& w) {
   check_quantized(w, "nf4_linear_input_grad");
   at::Tensor gf = as_float_matrix(g, w.rows, "nf4_linear_input_grad");
   at::Tensor out = at::zeros({gf.size(0), w.cols}, at::kFloat);
-  const int64_t R = nf4_tile_rows(w.rows, w.cols);
-  at::Tensor tile = at::empty({R, w.cols}, at::kFloat);
-  for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
-    const int64_t r = std::min(R, w.rows - r0);
-    at::Tensor t = tile.narrow(0, 0, r);
-    dequantize_parallel(w, r0 * w.cols, (r0 + r) * w.cols, t.data_ptr<float>());
-    out.addmm_(gf.narrow(1, r0, r), t);  // g W = sum over row tiles of g[:, tile] W[tile, :]
-  }
+  // g W = sum over row tiles of g[:, tile] W[tile, :]
+  for_each_tile(w, [&](int64_t r0, const at::Tensor& t) { out.addmm_(gf.narrow(1, r0, t.size(0)), t); });
   return shaped_like(out, g, w.cols);
 }
 
