@@ -352,6 +352,7 @@ int sweep(int argc, char** argv) {
     return total ? double(right) / double(total) : std::nan("");
   };
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t truncated = reports.empty() ? 0 : reports.front().truncated;  // the same rows for every variant
   json rows = json::array();
   for (const Point& pt : points) {
     json r{{"strategy", strategy_name(pt.strategy)}, {"n", pt.n}, {"fraction", double(pt.n) / double(L)},
@@ -366,7 +367,7 @@ int sweep(int argc, char** argv) {
   }
   if (p.flag_set("json")) {
     json out{{"model", p.get("model")}, {"layers", L}, {"points", rows}, {"items", items.size()},
-             {"variants", variants.size()}, {"layer_evals_shared", stats.layer_evals_shared},
+             {"variants", variants.size()}, {"truncated", truncated}, {"layer_evals_shared", stats.layer_evals_shared},
              {"layer_evals_naive", stats.layer_evals_naive}, {"data_sha256", data_hashes},
              {"shots", p.get_int("shots")}, {"add_bos", eo.add_bos}, {"dtype", p.get("dtype")},
              {"code_version", layerprune_version()}, {"wall_seconds", wall}};
@@ -388,6 +389,9 @@ int sweep(int argc, char** argv) {
     if (r.contains("loss")) std::printf(" %8.4f", r["loss"].get<double>());
     std::printf("\n");
   }
+  if (truncated > 0)
+    std::printf("%lld of %zu prompts left-truncated to the model's %lld positions (as lm-evaluation-harness does)\n",
+                (long long)truncated, items.size(), (long long)m.model.config().max_position_embeddings);
   std::printf("shared-prefix sweep: %lld layer evaluations instead of %lld (%.2fx less work); %.1fs\n",
               (long long)stats.layer_evals_shared, (long long)stats.layer_evals_naive, stats.work_ratio(), wall);
   return 0;

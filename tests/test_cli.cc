@@ -136,6 +136,10 @@ TEST(Cli, DistancesPruneSweepOnStories260K) {
   EXPECT_EQ(wj.at("points")[0].at("boolq"), wj.at("points")[1].at("boolq"));
   EXPECT_EQ(wj.at("points")[3].at("dropped"), nlohmann::json({2, 3})) << "simple n=2 drops L-3..L-2";
   EXPECT_LT(wj.at("layer_evals_shared").get<int64_t>(), wj.at("layer_evals_naive").get<int64_t>());
+  CliRun e = run("eval --model " + model + " --task boolq --limit 3 --json --threads 1");
+  ASSERT_EQ(e.status, 0) << e.out;
+  EXPECT_EQ(wj.at("truncated"), nlohmann::json::parse(e.out).at("truncated")) << "the sweep reports truncation as eval";
+  EXPECT_EQ(wj.at("points")[0].at("boolq"), nlohmann::json::parse(e.out).at("acc")) << "n = 0 is the whole model";
   EXPECT_EQ(run("sweep --model " + model + " --tasks boolq --strategies random").status, 2);
 }
 
