@@ -68,7 +68,6 @@ int main(int argc, char** argv) {
       tc.steps = steps + 1;
       tc.global_batch = B;
       tc.micro_batch = B;
-      tc.seq_len = T;
       tc.warmup = 1;
       tc.log_every = 0;
       PackedStream data(text, 1, T, 0);

@@ -79,16 +79,15 @@ int heal(int argc, char** argv) {
   tc.steps = p.get_int("steps");
   tc.global_batch = p.get_int("global-batch");
   tc.micro_batch = p.get_int("micro-batch");
-  tc.seq_len = p.get_int("seq-len") > 0 ? p.get_int("seq-len") : m.model.config().max_position_embeddings;
   tc.lr = p.get_double("lr");
   tc.warmup = p.get_int("warmup");
   tc.weight_decay = p.get_double("weight-decay");
   tc.clip = p.get_double("clip");
-  tc.seed = lc.seed;
   tc.checkpoint_dir = p.get("checkpoint-dir");
   tc.checkpoint_every = p.get_int("checkpoint-every");
-  if (tc.seq_len > m.model.config().max_position_embeddings)
-    throw InputError("--seq-len " + std::to_string(tc.seq_len) + " exceeds the model's " +
+  const int64_t seq_len = p.get_int("seq-len") > 0 ? p.get_int("seq-len") : m.model.config().max_position_embeddings;
+  if (seq_len > m.model.config().max_position_embeddings)
+    throw InputError("--seq-len " + std::to_string(seq_len) + " exceeds the model's " +
                      std::to_string(m.model.config().max_position_embeddings) + " positions");
 
   const int32_t bos = m.tokenizer.bos_id();
@@ -110,7 +109,7 @@ int heal(int argc, char** argv) {
   std::fprintf(stderr, "heal: validation loss unpruned %.4f, pruned (kept %s) %.4f; %lld trainable parameters\n",
                base_loss, format_layer_ranges(kept).c_str(), pruned_loss, (long long)lora.trainable_parameters());
 
-  PackedStream data(m.tokenizer.encode(read_text_stream(train_path), false), bos, tc.seq_len, tc.seed);
+  PackedStream data(m.tokenizer.encode(read_text_stream(train_path), false), bos, seq_len, lc.seed);
   std::signal(SIGTERM, on_sigterm);
   std::signal(SIGINT, on_sigterm);
   TrainResult r = train(lora, data, tc, p.get("resume"));
@@ -140,7 +139,7 @@ int heal(int argc, char** argv) {
            {"eval_data_sha256", sha256_file(eval_path)}, {"seed", lc.seed}, {"rank", lc.rank},
            {"alpha", lc.alpha > 0 ? lc.alpha : double(lc.rank)}, {"dropout", lc.dropout}, {"targets", lc.targets}, {"quant", lc.base_quant},
            {"base_projection_bytes", lora.base_projection_bytes()},
-           {"lr", tc.lr}, {"global_batch", tc.global_batch}, {"seq_len", tc.seq_len}, {"out", p.get("out")},
+           {"lr", tc.lr}, {"global_batch", tc.global_batch}, {"seq_len", seq_len}, {"out", p.get("out")},
            {"code_version", layerprune_version()}, {"wall_seconds", wall}, {"loss_curve", steps}};
   if (p.flag_set("json")) {
     std::cout << out.dump() << std::endl;

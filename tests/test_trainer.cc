@@ -54,6 +54,8 @@ TEST(Trainer, PackedStreamVisitsEveryWindowOncePerPass) {
   EXPECT_CONTAINS(testing::input_error([&] { PackedStream(std::vector<int32_t>(5), 1, 11, 0); }), "fewer than one");
 }
 
+constexpr int64_t kSeqLen = 17;
+
 struct Tiny {
   TempDir dir;
   std::unique_ptr<LlamaModel> model;
@@ -70,7 +72,6 @@ struct Tiny {
     c.steps = 8;
     c.global_batch = 4;
     c.micro_batch = 2;
-    c.seq_len = 17;
     c.lr = 5e-3;
     c.warmup = 2;
     c.checkpoint_dir = ckpt;
@@ -93,14 +94,14 @@ TEST(Trainer, LossFallsAndResumeRepeatsTheRunBitForBit) {
   TrainConfig c = t.config(t.dir.path() + "/a");
   c.checkpoint_every = 3;
   LoraLlama full(*t.model, {0, 2}, lora_config());
-  PackedStream d1(t.text, 1, c.seq_len, 3);
+  PackedStream d1(t.text, 1, kSeqLen, 3);
   TrainResult r1 = train(full, d1, c);
   ASSERT_EQ(r1.steps.size(), 8u);
   EXPECT_LT(r1.steps.back().loss, r1.steps.front().loss) << "training lowers the loss";
   ASSERT_TRUE(std::filesystem::exists(t.dir.path() + "/a/step-000003.safetensors"));
 
   LoraLlama resumed(*t.model, {0, 2}, lora_config());
-  PackedStream d2(t.text, 1, c.seq_len, 3);
+  PackedStream d2(t.text, 1, kSeqLen, 3);
   c.checkpoint_dir = t.dir.path() + "/b";
   TrainResult r2 = train(resumed, d2, c, t.dir.path() + "/a/step-000003.safetensors");
   ASSERT_EQ(r2.steps.size(), 5u);
@@ -118,13 +119,13 @@ TEST(Trainer, StopRequestCheckpointsAndResumes) {
   Tiny t;
   TrainConfig c = t.config(t.dir.path() + "/s");
   LoraLlama whole(*t.model, {}, lora_config());
-  PackedStream d0(t.text, 1, c.seq_len, 3);
+  PackedStream d0(t.text, 1, kSeqLen, 3);
   c.checkpoint_dir.clear();
   TrainResult uninterrupted = train(whole, d0, c);
   c.checkpoint_dir = t.dir.path() + "/s";
 
   LoraLlama first(*t.model, {}, lora_config());
-  PackedStream d1(t.text, 1, c.seq_len, 3);
+  PackedStream d1(t.text, 1, kSeqLen, 3);
   TrainResult r1 = train(first, d1, c, "", [](const TrainStep& s) {
     if (s.step == 5) g_stop_training = true;  // as the SIGTERM handler does
   });
@@ -133,7 +134,7 @@ TEST(Trainer, StopRequestCheckpointsAndResumes) {
   EXPECT_EQ(r1.final_step, 5);
   ASSERT_FALSE(r1.last_checkpoint.empty());
   LoraLlama second(*t.model, {}, lora_config());
-  PackedStream d2(t.text, 1, c.seq_len, 3);
+  PackedStream d2(t.text, 1, kSeqLen, 3);
   TrainResult r2 = train(second, d2, c, r1.last_checkpoint);
   EXPECT_EQ(r2.final_step, 8);
   EXPECT_EQ(r2.steps.back().loss, uninterrupted.steps.back().loss);
@@ -141,7 +142,7 @@ TEST(Trainer, StopRequestCheckpointsAndResumes) {
   LoraConfig other = lora_config();
   other.rank = 2;
   LoraLlama wrong(*t.model, {}, other);
-  PackedStream d3(t.text, 1, c.seq_len, 3);
+  PackedStream d3(t.text, 1, kSeqLen, 3);
   EXPECT_CONTAINS(testing::input_error([&] { train(wrong, d3, c, r1.last_checkpoint); }), "another adapter set");
   EXPECT_CONTAINS(testing::input_error([&] { train(wrong, d3, c, t.dir.path() + "/m/model.safetensors"); }),
                   "not a layerprune LoRA checkpoint");

@@ -40,8 +40,6 @@ CalibrationSet build_calibration(const std::string& path, const Tokenizer& token
   if (recipe.seq_len < 2) throw InputError("calibration: seq_len must be at least 2 tokens");
   if (tokenizer.bos_id() < 0) throw InputError(tokenizer.path() + ": the tokenizer has no BOS token");
   CalibrationSet set;
-  set.path = path;
-  set.data_sha256 = sha256_file(path);
   std::vector<std::string> all = read_documents(path);
   std::vector<int64_t> usable;
   for (size_t i = 0; i < all.size(); ++i)

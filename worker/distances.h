@@ -33,9 +33,8 @@ struct CalibrationRecipe {
   std::string to_json() const;
 };
 
+// The file's sha256 is not here: callers hash it once for the result's key (DistanceResult::data_sha256).
 struct CalibrationSet {
-  std::string path;
-  std::string data_sha256;              // of the file's bytes
   int64_t documents = 0;                // usable documents in the file
   std::vector<int64_t> chosen;          // their indices, in sampling order
   std::vector<std::vector<int32_t>> sequences;  // BOS + tokens, at most seq_len each

@@ -2,8 +2,8 @@
 // appendix does (AdamW, cosine schedule with linear warm-up, global batch by gradient accumulation), with
 // checkpoints that resume the identical run.
 //
-// Determinism: one seed drives the adapters' initialisation and the dropout masks (LoraConfig::seed) and
-// the data order (TrainConfig::seed). A checkpoint holds the adapters, AdamW's moments, the step, the data
+// Determinism: seeds drive the adapters' initialisation and the dropout masks (LoraConfig::seed) and the
+// data order (PackedStream's seed, which also holds the sequence length). A checkpoint holds the adapters, AdamW's moments, the step, the data
 // position and the dropout generator's state, so a resumed run repeats the uninterrupted one bit for bit on
 // the same machine and thread count (tested).
 #pragma once
@@ -21,13 +21,11 @@ struct TrainConfig {
   int64_t steps = 5000;        // optimizer steps
   int64_t global_batch = 16;   // sequences per step
   int64_t micro_batch = 4;     // sequences per forward/backward (divides global_batch)
-  int64_t seq_len = 0;         // tokens per sequence including BOS (0: the model's context)
   double lr = 2e-4;
   int64_t warmup = 100;        // linear warm-up steps, then cosine decay to min_lr_ratio * lr
   double min_lr_ratio = 0.0;
   double weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double clip = 1.0;           // max global gradient norm (0: no clipping)
-  uint64_t seed = 0;           // data order
   int64_t checkpoint_every = 0;  // steps (0: only at the end and on a stop request)
   std::string checkpoint_dir;    // "" : no checkpoints
   int64_t log_every = 10;
