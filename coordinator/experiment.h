@@ -1,0 +1,136 @@
+// Experiments: the YAML a user writes, the grid it expands to, and the tasks that compute the grid.
+// Torch-free (the coordinator links it; so do the CLI and the worker).
+//
+//   experiment YAML --parse_experiment--> Experiment --plan_experiment--> ExperimentPlan {points, tasks}
+//
+// Grid: models x pruning depths n x strategies x healing variants x seeds (cartesian product), with
+// duplicates merged: n = 0 is the unpruned model, the same for every strategy (strategy "none"), and
+// fractions that round to the same n are one point. n from a fraction f: round(f * L), halves up
+// (worker/pruning.h), L read from the model's config.json.
+//
+// Tasks (what a worker leases; each produces results for some grid points):
+//   distances  one per (model, calibration): the layer-distance table. Every similarity point of the
+//              model depends on it (its dropped layers come from the table).
+//   evaluate   one per (model, seed): every no-healing point of the model in one shared-prefix sweep
+//              (worker/sweep.h). Depends on the model's distances task when it has similarity points.
+//   heal       one per healed point: prune, QLoRA-heal (resumable checkpoints), evaluate.
+//              Depends on the distances task for the similarity strategy.
+// A task's payload is everything a worker needs besides its dependencies' results, which the coordinator
+// attaches to the lease (the distances result for evaluate/heal tasks).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace layerprune {
+
+struct ModelSpec {
+  std::string name;            // unique within the experiment; used in keys ("stories260k")
+  std::string path;            // Hugging Face directory, or a llama2.c checkpoint when format == "llama2c"
+  std::string format = "hf";   // "hf" | "llama2c" (converted to an HF directory before submission)
+  std::string tokenizer;       // llama2c only: the SentencePiece tokenizer.model
+  std::string dtype = "bfloat16";  // "float32" | "bfloat16"
+  int tp = 1;                  // tensor-parallel ranks per worker group
+  int64_t layers = 0;          // L (num_hidden_layers), filled by plan_experiment from the resolver
+};
+
+struct CalibrationSpec {       // worker/distances.h CalibrationRecipe + its data file
+  std::string data;
+  int64_t samples = 64, seq_len = 512;
+  uint64_t seed = 0;
+};
+
+struct HealingSpec {
+  std::string name = "off";    // key in the grid: "off" or the YAML's name (default "qlora")
+  bool enabled = false;
+  // LoRA (worker/lora.h LoraConfig)
+  std::string quant = "nf4";   // "none" | "nf4"
+  int64_t rank = 8;
+  double alpha = 0;            // 0: alpha = rank
+  double dropout = 0.05;
+  std::vector<std::string> targets = {"gate_proj", "up_proj", "down_proj"};
+  // Trainer (worker/trainer.h TrainConfig) and its data
+  std::string train_data;      // C4-style JSONL ("text") or plain text
+  int64_t steps = 5000, global_batch = 16, micro_batch = 4, seq_len = 512, warmup = 100;
+  double lr = 2e-4, min_lr_ratio = 0.0;
+  int64_t checkpoint_every = 100;
+};
+
+struct EvaluationSpec {
+  bool mmlu = false;
+  std::string mmlu_data;
+  int64_t mmlu_shots = 5, mmlu_limit = 0;  // limit: questions per subject (0: all)
+  std::vector<std::string> mmlu_subjects;  // empty: all
+  bool boolq = false;
+  std::string boolq_data;
+  int64_t boolq_limit = 0;
+  bool loss = false;
+  std::string loss_data;
+  int64_t loss_seq_len = 512, loss_windows = 0;  // windows: 0 = all
+  int64_t batch_size = 8;
+};
+
+struct Experiment {
+  std::string name;
+  std::string source;          // the YAML file (for messages), "" when parsed from a string
+  std::vector<ModelSpec> models;
+  std::vector<double> fractions;    // exactly one of fractions / layer_counts is non-empty
+  std::vector<int64_t> layer_counts;
+  std::vector<std::string> strategies = {"similarity", "simple"};
+  std::vector<HealingSpec> healing;  // at least one; {"off"} when the YAML has no healing section
+  CalibrationSpec calibration;
+  EvaluationSpec evaluation;
+  std::vector<uint64_t> seeds = {0};
+
+  // Canonical JSON (every field, defaults filled in): stored with the experiment (provenance) and
+  // round-trips through from_json.
+  nlohmann::json to_json() const;
+  static Experiment from_json(const nlohmann::json& j);
+};
+
+struct GridPoint {
+  std::string key;             // stable and unique: "stories260k/n=2/similarity/off/seed=0"
+  std::string model;
+  int64_t n = 0;               // layers dropped
+  int64_t layers = 0;          // L of the model
+  std::string strategy;        // "similarity" | "simple" | "none" (n = 0)
+  std::string healing;         // HealingSpec::name
+  uint64_t seed = 0;
+  double fraction() const { return layers > 0 ? double(n) / double(layers) : 0.0; }
+  nlohmann::json to_json() const;
+};
+
+struct TaskSpec {
+  std::string key;             // unique in the experiment: "distances/stories260k", "evaluate/stories260k/seed=0",
+                               // "heal/stories260k/n=2/similarity/qlora/seed=0"
+  std::string kind;            // "distances" | "evaluate" | "heal"
+  std::string model;           // ModelSpec::name (workers that hold this model loaded prefer its tasks)
+  std::vector<std::string> depends_on;  // task keys that must succeed first
+  std::vector<std::string> points;      // grid point keys this task reports results for (none: distances)
+  nlohmann::json payload;      // {"model": ModelSpec json, "calibration"|"evaluation"|"healing": ..., "points": [GridPoint json]}
+};
+
+struct ExperimentPlan {
+  Experiment experiment;       // with ModelSpec::layers filled
+  std::vector<GridPoint> points;
+  std::vector<TaskSpec> tasks;  // dependencies before dependents
+};
+
+// Syntax and schema errors throw InputError "<source>:<line>:<column>: <what was expected>".
+// Paths: ${VAR} expands from the environment (${LAYERPRUNE_DATA} defaults to the first data root of
+// common/data_locator.h); relative paths resolve against the YAML file's directory.
+Experiment parse_experiment(const std::string& yaml_text, const std::string& source = "");
+Experiment parse_experiment_file(const std::string& path);
+
+// L for a model; the default reads path/config.json (or the llama2.c header) and throws InputError naming
+// the model and path when it cannot.
+using LayerResolver = std::function<int64_t(const ModelSpec&)>;
+int64_t default_layer_resolver(const ModelSpec& model);
+
+// The grid and its tasks. InputError for n >= L, duplicate model names, and the like.
+ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver& resolver = default_layer_resolver);
+
+}  // namespace layerprune
