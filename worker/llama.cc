@@ -105,6 +105,17 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
   return model;
 }
 
+LlamaModel LlamaModel::with_weights(LlamaWeights weights) const {
+  if (weights.layers.size() != weights_.layers.size()) throw std::logic_error("with_weights: another layer count");
+  LlamaModel m(config_, std::move(weights), tp_);
+  m.mapped_bytes_ = mapped_bytes_;
+  m.copied_bytes_ = copied_bytes_;
+  m.loaded_bytes_ = loaded_bytes_;
+  m.files_ = files_;
+  m.keepalive_ = keepalive_;
+  return m;
+}
+
 std::vector<int64_t> LlamaModel::kept_layers(const std::vector<int64_t>& layers) const {
   int64_t L = config_.num_hidden_layers;
   if (layers.empty()) {

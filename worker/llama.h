@@ -88,6 +88,9 @@ class LlamaModel {
   const std::vector<std::string>& checkpoint_files() const { return files_; }
   // The tensor-parallel group this model is a shard of (null: a whole model).
   const TensorParallel* tensor_parallel() const { return tp_.get(); }
+  // This model's config, tensor-parallel group and checkpoint mapping with other weights of the same
+  // shapes (healed models: merged adapters); tensors not replaced may stay views of this model's mapping.
+  LlamaModel with_weights(LlamaWeights weights) const;
 
   // tokens: [B, T] int64, right-padded; sequences of different lengths in one batch need no mask beyond
   // the causal one, because every padding position comes after every real one (outputs at real positions

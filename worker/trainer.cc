@@ -65,21 +65,26 @@ void PackedStream::seek(int64_t position) {
 
 void save_checkpoint(const std::string& path, const LoraLlama& model, const std::vector<at::Tensor>& exp_avg,
                      const std::vector<at::Tensor>& exp_avg_sq, int64_t step, int64_t data_position) {
+  // Full tensors (gathered from a tensor-parallel group; every rank takes part), written by one rank.
+  std::vector<std::pair<std::string, at::Tensor>> full;
+  const auto& adapters = model.adapters();
+  for (size_t i = 0; i < adapters.size(); ++i)
+    for (bool is_b : {false, true}) {
+      const std::string n = adapters[i].name + (is_b ? ".lora_B" : ".lora_A");
+      const size_t k = 2 * i + (is_b ? 1 : 0);
+      full.emplace_back(n + ".weight", model.gather_full(i, is_b, is_b ? adapters[i].b : adapters[i].a));
+      full.emplace_back(n + ".exp_avg", model.gather_full(i, is_b, exp_avg[k]));
+      full.emplace_back(n + ".exp_avg_sq", model.gather_full(i, is_b, exp_avg_sq[k]));
+    }
+  const TensorParallel* tp = model.tensor_parallel();
+  if (tp && tp->plan().rank != 0) return;
   std::vector<at::Tensor> keep;  // contiguous copies alive until the write
   std::vector<TensorToWrite> w;
   auto add = [&](const std::string& name, const at::Tensor& t) {
     keep.push_back(t.detach().contiguous());
     w.push_back(tensor_to_write(name, keep.back()));
   };
-  const auto& adapters = model.adapters();
-  for (size_t i = 0; i < adapters.size(); ++i) {
-    add(adapters[i].name + ".lora_A.weight", adapters[i].a);
-    add(adapters[i].name + ".lora_B.weight", adapters[i].b);
-    add(adapters[i].name + ".lora_A.exp_avg", exp_avg[2 * i]);
-    add(adapters[i].name + ".lora_B.exp_avg", exp_avg[2 * i + 1]);
-    add(adapters[i].name + ".lora_A.exp_avg_sq", exp_avg_sq[2 * i]);
-    add(adapters[i].name + ".lora_B.exp_avg_sq", exp_avg_sq[2 * i + 1]);
-  }
+  for (const auto& [name, t] : full) add(name, t);
   add("rng_state", const_cast<LoraLlama&>(model).generator().get_state());
   const LoraConfig& c = model.config();
   nlohmann::json cfg{{"rank", c.rank}, {"alpha", c.alpha > 0 ? c.alpha : double(c.rank)}, {"dropout", c.dropout},
@@ -110,22 +115,24 @@ Loaded load_checkpoint(const std::string& path, LoraLlama& model, std::vector<at
   if (cfg["rank"] != c.rank || cfg["kept_layers"] != nlohmann::json(model.kept_layers()) ||
       cfg["targets"] != nlohmann::json(c.targets))
     throw InputError(path + ": checkpoint is for another adapter set (" + cfg.dump() + ")");
-  auto get = [&](const std::string& name, const at::Tensor& like) {
+  // Full tensors in the file; under tensor parallelism each rank takes its shard.
+  auto get = [&](size_t i, bool is_b, const std::string& suffix, const at::Tensor& like) {
+    const std::string name = model.adapters()[i].name + (is_b ? ".lora_B." : ".lora_A.") + suffix;
     const TensorView* v = file->find(name);
     if (!v) throw InputError(path + ": missing tensor " + name);
-    at::Tensor t = tensor_from_view(*v, file).clone();
+    at::Tensor t = model.shard_of(i, is_b, tensor_from_view(*v, file).clone());
     if (t.sizes() != like.sizes()) throw InputError(path + ": tensor " + name + " has another shape");
     return t;
   };
   at::NoGradGuard no_grad;
   auto& adapters = model.adapters();
   for (size_t i = 0; i < adapters.size(); ++i) {
-    adapters[i].a.copy_(get(adapters[i].name + ".lora_A.weight", adapters[i].a));
-    adapters[i].b.copy_(get(adapters[i].name + ".lora_B.weight", adapters[i].b));
-    exp_avg[2 * i].copy_(get(adapters[i].name + ".lora_A.exp_avg", adapters[i].a));
-    exp_avg[2 * i + 1].copy_(get(adapters[i].name + ".lora_B.exp_avg", adapters[i].b));
-    exp_avg_sq[2 * i].copy_(get(adapters[i].name + ".lora_A.exp_avg_sq", adapters[i].a));
-    exp_avg_sq[2 * i + 1].copy_(get(adapters[i].name + ".lora_B.exp_avg_sq", adapters[i].b));
+    adapters[i].a.copy_(get(i, false, "weight", adapters[i].a));
+    adapters[i].b.copy_(get(i, true, "weight", adapters[i].b));
+    exp_avg[2 * i].copy_(get(i, false, "exp_avg", adapters[i].a));
+    exp_avg[2 * i + 1].copy_(get(i, true, "exp_avg", adapters[i].b));
+    exp_avg_sq[2 * i].copy_(get(i, false, "exp_avg_sq", adapters[i].a));
+    exp_avg_sq[2 * i + 1].copy_(get(i, true, "exp_avg_sq", adapters[i].b));
   }
   const TensorView* rng = file->find("rng_state");
   if (!rng) throw InputError(path + ": missing tensor rng_state");
@@ -154,14 +161,16 @@ TrainResult train(LoraLlama& model, PackedStream& data, const TrainConfig& c, co
     m.push_back(at::zeros_like(p).detach());
     v.push_back(at::zeros_like(p).detach());
   }
+  const TensorParallel* tp = model.tensor_parallel();
+  const bool leader = !tp || tp->plan().rank == 0;  // logs once per group
   int64_t step = 0;
   if (!resume.empty()) {
     Loaded l = load_checkpoint(resume, model, m, v);
     step = l.step;
     data.seek(l.data_position);
-    std::fprintf(stderr, "heal: resumed %s at step %lld\n", resume.c_str(), (long long)step);
+    if (leader) std::fprintf(stderr, "heal: resumed %s at step %lld\n", resume.c_str(), (long long)step);
   }
-  if (!c.checkpoint_dir.empty()) std::filesystem::create_directories(c.checkpoint_dir);
+  if (!c.checkpoint_dir.empty() && leader) std::filesystem::create_directories(c.checkpoint_dir);
   TrainResult result;
   auto checkpoint = [&]() {
     if (c.checkpoint_dir.empty()) return;
@@ -184,9 +193,8 @@ TrainResult train(LoraLlama& model, PackedStream& data, const TrainConfig& c, co
     s.lr = learning_rate(c, step);
     {
       at::NoGradGuard no_grad;
-      double sq = 0;
-      for (const at::Tensor& p : params) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-      s.grad_norm = std::sqrt(sq);
+      model.reduce_gradients();  // tensor parallelism: replicated adapters' partial gradients
+      s.grad_norm = model.gradient_norm();
       const double clip = c.clip > 0 && s.grad_norm > c.clip ? c.clip / (s.grad_norm + 1e-6) : 1.0;
       const int64_t t = step + 1;
       const double bc1 = 1.0 - std::pow(c.beta1, double(t)), bc2 = 1.0 - std::pow(c.beta2, double(t));
@@ -206,11 +214,13 @@ TrainResult train(LoraLlama& model, PackedStream& data, const TrainConfig& c, co
     s.tokens_per_second = double(c.global_batch * data.seq_len()) / secs;
     result.steps.push_back(s);
     progress.advance();
-    if (c.log_every > 0 && (step % c.log_every == 0 || step == c.steps))
+    if (leader && c.log_every > 0 && (step % c.log_every == 0 || step == c.steps))
       std::fprintf(stderr, "heal: step %lld/%lld loss %.4f lr %.3g grad-norm %.3g %.0f tokens/s\n", (long long)step,
                    (long long)c.steps, s.loss, s.lr, s.grad_norm, s.tokens_per_second);
     if (on_step) on_step(s);
-    if (g_stop_training.load()) {
+    // A group stops together: a rank that saw the signal tells the others (one tiny collective a step).
+    const bool stop = tp ? tp->comm().any(g_stop_training.load()) : g_stop_training.load();
+    if (stop) {
       checkpoint();
       result.stopped = true;
       break;
