@@ -25,6 +25,7 @@
 #include "worker/eval_tasks.h"
 #include "worker/evaluate.h"
 #include "worker/loss.h"
+#include "worker/stages.h"
 #include "worker/sweep.h"
 
 namespace layerprune::cli {
@@ -266,29 +267,31 @@ int sweep(int argc, char** argv) {
   const bool similarity = std::find(strategies.begin(), strategies.end(), Strategy::kSimilarity) != strategies.end();
   if (similarity && p.get("data").empty())
     throw UsageError("sweep: the similarity strategy needs --data (calibration text) to measure distances");
-  // Items first: bad data fails before the model loads.
-  std::vector<EvalItem> items;
+  // Data first (with the model's tokenizer, which loads in a moment): bad data fails before the model loads.
+  EvaluationSpec spec;
   std::vector<std::string> tasks = split_commas(p.get("tasks"));
-  json data_hashes = json::object();
   for (const std::string& t : tasks) {
     if (t == "mmlu") {
-      MmluReadOptions ro;
-      ro.subjects = split_commas(p.get("subjects"));
-      ro.shots = p.get_int("shots");
-      ro.limit = p.get_int("limit");
-      const std::vector<MmluSubject> subjects = read_mmlu(locate_data(p.get("mmlu-data")), ro);
-      for (const MmluSubject& s : subjects)
-        for (const std::string& f : {s.dev_file, s.eval_file})
-          if (!f.empty()) data_hashes[f] = sha256_file(f);
-      for (EvalItem& it : mmlu_items(subjects, ro.shots)) items.push_back(std::move(it));
+      spec.mmlu = true;
+      spec.mmlu_data = locate_data(p.get("mmlu-data"));
+      spec.mmlu_subjects = split_commas(p.get("subjects"));
+      spec.mmlu_shots = p.get_int("shots");
+      spec.mmlu_limit = p.get_int("limit");
     } else if (t == "boolq") {
-      const std::string f = locate_data(p.get("boolq-data"));
-      data_hashes[f] = sha256_file(f);
-      for (EvalItem& it : boolq_items(read_boolq(f, p.get_int("boolq-limit")))) items.push_back(std::move(it));
+      spec.boolq = true;
+      spec.boolq_data = locate_data(p.get("boolq-data"));
+      spec.boolq_limit = p.get_int("boolq-limit");
     } else {
       throw UsageError("sweep: unknown task '" + t + "' (mmlu, boolq)");
     }
   }
+  if (!p.get("loss-data").empty()) {
+    spec.loss = true;
+    spec.loss_data = locate_data(p.get("loss-data"));
+    spec.loss_seq_len = 0;  // the model's context
+    spec.loss_windows = p.get_int("loss-windows");
+  }
+  const EvalData data = load_eval_data(spec, Tokenizer::load(p.get("model") + "/tokenizer.model"));
   LoadedModel m = load_model(p);
   const int64_t L = m.model.config().num_hidden_layers;
   std::vector<int64_t> ns;
@@ -308,67 +311,30 @@ int sweep(int argc, char** argv) {
   const bool need_distances = similarity && ns.back() > 0;
   if (need_distances) dist = distances_for(p, m);
 
-  // Grid points -> distinct kept-layer lists (n = 0 is one model for every strategy).
-  struct Point {
-    Strategy strategy;
-    int64_t n;
-    std::vector<int64_t> kept;
-    size_t variant;
-  };
-  std::vector<Point> points;
-  std::vector<SweepVariant> variants;
-  std::map<std::vector<int64_t>, size_t> by_kept;
+  std::vector<PointSpec> points;
   for (int64_t n : ns)
-    for (Strategy s : strategies) {
-      PrunePlan plan = plan_pruning(s, L, n, s == Strategy::kSimilarity && n > 0 ? &dist.table : nullptr);
-      auto [it, fresh] = by_kept.emplace(plan.kept, variants.size());
-      if (fresh) variants.push_back({std::string(strategy_name(s)) + " n=" + std::to_string(n), plan.kept});
-      points.push_back({s, n, plan.kept, it->second});
-    }
+    for (Strategy s : strategies) points.push_back({"", strategy_name(s), n});
   EvalOptions eo;
   eo.batch_size = p.get_int("batch");
   eo.add_bos = p.flag_set("add-bos");
-  SweepStats stats;
-  std::vector<EvalReport> reports;
-  if (!items.empty()) reports = evaluate_sweep(m.model, m.tokenizer, items, variants, eo, &stats);
-  // Loss per variant (each on its own: the loss windows are few and long).
-  std::vector<double> losses(variants.size(), std::nan(""));
-  if (!p.get("loss-data").empty()) {
-    const std::string f = locate_data(p.get("loss-data"));
-    data_hashes[f] = sha256_file(f);
-    std::vector<int32_t> stream = m.tokenizer.encode(read_text_stream(f), /*add_bos=*/false);
-    for (size_t v = 0; v < variants.size(); ++v) {
-      LossOptions lo;
-      lo.layers = variants[v].kept;
-      lo.max_windows = p.get_int("loss-windows");
-      losses[v] = stream_loss(m.model, stream, m.tokenizer.bos_id(), lo).mean_nll;
-    }
-  }
-  // Accuracy per task for a variant.
-  auto task_acc = [&](size_t v, const std::string& task) {
-    int64_t right = 0, total = 0;
-    for (size_t i = 0; i < items.size(); ++i)
-      if (items[i].task == task) total += 1, right += reports[v].items[i].correct;
-    return total ? double(right) / double(total) : std::nan("");
-  };
+  EvaluateStats stats;
+  const std::vector<PointResult> results =
+      evaluate_points(m.model, m.tokenizer, data, points, need_distances ? &dist.table : nullptr, eo, &stats);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t truncated = reports.empty() ? 0 : reports.front().truncated;  // the same rows for every variant
+  const int64_t truncated = stats.truncated;  // the same rows for every variant
   json rows = json::array();
-  for (const Point& pt : points) {
-    json r{{"strategy", strategy_name(pt.strategy)}, {"n", pt.n}, {"fraction", double(pt.n) / double(L)},
-           {"kept", pt.kept}};
-    std::vector<int64_t> dropped;
-    for (int64_t l = 0; l < L; ++l)
-      if (!std::binary_search(pt.kept.begin(), pt.kept.end(), l)) dropped.push_back(l);
-    r["dropped"] = dropped;
-    for (const std::string& t : tasks) r[t] = task_acc(pt.variant, t);
-    if (!std::isnan(losses[pt.variant])) r["loss"] = losses[pt.variant];
+  for (size_t i = 0; i < points.size(); ++i) {
+    const PointResult& pr = results[i];
+    json r{{"strategy", points[i].strategy}, {"n", points[i].n}, {"fraction", double(points[i].n) / double(L)},
+           {"kept", pr.kept}, {"dropped", pr.dropped}};
+    for (const std::string& t : tasks) r[t] = pr.metrics.at(t);
+    if (pr.metrics.count("loss")) r["loss"] = pr.metrics.at("loss");
     rows.push_back(r);
   }
   if (p.flag_set("json")) {
-    json out{{"model", p.get("model")}, {"layers", L}, {"points", rows}, {"items", items.size()},
-             {"variants", variants.size()}, {"truncated", truncated}, {"layer_evals_shared", stats.layer_evals_shared},
-             {"layer_evals_naive", stats.layer_evals_naive}, {"data_sha256", data_hashes},
+    json out{{"model", p.get("model")}, {"layers", L}, {"points", rows}, {"items", data.items.size()},
+             {"variants", stats.variants}, {"truncated", truncated}, {"layer_evals_shared", stats.sweep.layer_evals_shared},
+             {"layer_evals_naive", stats.sweep.layer_evals_naive}, {"data_sha256", data.data_sha256},
              {"shots", p.get_int("shots")}, {"add_bos", eo.add_bos}, {"dtype", p.get("dtype")},
              {"code_version", layerprune_version()}, {"wall_seconds", wall}};
     if (need_distances) out["distance_key"] = dist.key;
@@ -376,7 +342,7 @@ int sweep(int argc, char** argv) {
     return 0;
   }
   std::printf("%s: %lld layers; %zu grid points, %zu distinct models, %zu items\n", p.get("model").c_str(),
-              (long long)L, points.size(), variants.size(), items.size());
+              (long long)L, points.size(), stats.variants, data.items.size());
   std::printf("%-10s %3s %8s  %-12s", "strategy", "n", "fraction", "dropped");
   for (const std::string& t : tasks) std::printf(" %7s", t.c_str());
   if (!p.get("loss-data").empty()) std::printf(" %8s", "loss");
@@ -391,9 +357,10 @@ int sweep(int argc, char** argv) {
   }
   if (truncated > 0)
     std::printf("%lld of %zu prompts left-truncated to the model's %lld positions (as lm-evaluation-harness does)\n",
-                (long long)truncated, items.size(), (long long)m.model.config().max_position_embeddings);
+                (long long)truncated, data.items.size(), (long long)m.model.config().max_position_embeddings);
   std::printf("shared-prefix sweep: %lld layer evaluations instead of %lld (%.2fx less work); %.1fs\n",
-              (long long)stats.layer_evals_shared, (long long)stats.layer_evals_naive, stats.work_ratio(), wall);
+              (long long)stats.sweep.layer_evals_shared, (long long)stats.sweep.layer_evals_naive,
+              stats.sweep.work_ratio(), wall);
   return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +29,7 @@
 #include "common/args.h"
 #include "common/error.h"
 #include "common/memory.h"
+#include "common/progress.h"
 #include "common/text_file.h"
 #include "common/version.h"
 #include "worker/llama.h"
@@ -35,6 +37,8 @@
 #include "worker/runtime.h"
 #include "worker/safetensors.h"
 #include "worker/tensor_io.h"
+#include "worker/experiment_tasks.h"
+#include "worker/trainer.h"
 #include "worker/worker_tasks.h"
 
 namespace layerprune {
@@ -47,12 +51,15 @@ bool fault(const char* what, int group_rank) {
   return spec && std::string(spec) == std::string(what) + "@" + std::to_string(group_rank);
 }
 
+extern "C" void on_stop_signal(int) { g_stop_training = true; }  // healing checkpoints and returns
+
 struct Worker {
   MpiGroups groups;
   std::shared_ptr<CountingCommunicator> comm;
-  std::string out_dir, label;
+  std::string out_dir, work_dir, label;
   std::string loaded_key;  // model + dtype of `model`
-  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<LlamaModel> model;  // forward tasks' model
+  std::unique_ptr<ModelCache> cache;  // experiment tasks' model (one of the two is loaded at a time)
 
   bool leader() const { return groups.group_rank == 0; }
 
@@ -61,10 +68,29 @@ struct Worker {
   }
 
   // Loads (or keeps) the model; every rank learns whether all ranks succeeded.
+  // An experiment task (worker/experiment_tasks.h): every rank runs it, rank 0 writes <out>/<id>.json.
+  void run(const ExperimentTaskLine& task) {
+    model.reset();
+    loaded_key.clear();
+    if (!cache) cache = std::make_unique<ModelCache>(comm);
+    TaskContext ctx;
+    ctx.work_dir = work_dir;
+    ctx.task_key = task.payload.value("experiment", std::string("tasks")) + "/" + task.id;
+    ctx.tp = groups.tp;
+    auto start = std::chrono::steady_clock::now();
+    nlohmann::json result = run_experiment_task(task.kind, task.payload, task.inputs, *cache, ctx);
+    if (!leader()) return;
+    write_file(out_dir + "/" + task.id + ".json", result.dump(2) + "\n");
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log("task " + task.id + " (" + task.kind + ")" + (result.value("stopped", false) ? " stopped (checkpointed)" : " done") +
+        " in " + std::to_string(s).substr(0, 6) + " s");
+  }
+
   void load(const ForwardTask& task) {
     std::string key = task.model + "|" + task.dtype;
     if (model && loaded_key == key) return;
     model.reset();
+    cache.reset();
     std::string error;
     auto start = std::chrono::steady_clock::now();
     try {
@@ -183,6 +209,7 @@ int worker_main(int argc, char** argv) {
   p.option("tp", "ranks per tensor-parallel group (the world size must be a multiple)", "1")
       .option("tasks", "tasks file (JSONL, one task per line)")
       .option("out", "directory for the results (<id>.safetensors, <id>.json)")
+      .option("work-dir", "healing checkpoints go under <work-dir>/checkpoints/ (default: --out)", "")
       .option("threads", "CPU threads per rank (0: the host's cores divided among its ranks)", "0")
       .option("comm-timeout", "seconds a collective may wait for the other ranks before the job aborts", "600");
   int world_rank = 0;
@@ -210,12 +237,16 @@ int worker_main(int argc, char** argv) {
   double timeout = p.get_double("comm-timeout");
   w.comm = std::make_shared<CountingCommunicator>(std::make_shared<MpiCommunicator>(g.group_comm, timeout, rank_label));
   w.out_dir = p.get("out");
+  w.work_dir = p.get("work-dir").empty() ? w.out_dir : p.get("work-dir");
+  if (!w.leader()) Progress::set_quiet(true);  // progress lines once per group
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
   int threads = int(p.get_int("threads"));
   if (threads <= 0) threads = std::max(1, int(std::thread::hardware_concurrency()) / g.local_ranks);
   configure_threads(threads);
 
   // Rank 0 reads the tasks; a bad file is reported once and every rank of the group exits with 2.
-  std::vector<ForwardTask> tasks;
+  std::vector<WorkerTask> tasks;
   std::string error;
   if (w.leader()) {
     try {
@@ -234,13 +265,21 @@ int worker_main(int argc, char** argv) {
   int status = 0;
   size_t index = size_t(g.group);
   while (true) {
+    // SIGTERM (Slurm's warning, mpirun's forwarding): the group stops together after the current task.
+    if (w.comm->any(g_stop_training.load())) {
+      w.log("stop requested: exiting after checkpointing");
+      return 3;
+    }
     std::string message;  // the next task for this group, "" when there are no more
     if (w.leader() && index < tasks.size()) message = tasks[index].to_json().dump();
     w.comm->broadcast_string(message, 0);
     if (message.empty()) break;
-    ForwardTask task = ForwardTask::from_json(nlohmann::json::parse(message), "task");
+    WorkerTask task = WorkerTask::from_json(nlohmann::json::parse(message), "task");
     try {
-      w.run(task);
+      if (task.kind == "forward")
+        w.run(task.forward);
+      else
+        w.run(task.experiment);
     } catch (const InputError& e) {
       // Every rank knows (agreed in load, or the input is the same everywhere): report and go on.
       w.log("error: " + std::string(e.what()));

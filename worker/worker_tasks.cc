@@ -63,10 +63,46 @@ ForwardTask ForwardTask::from_json(const nlohmann::json& j, const std::string& w
   return t;
 }
 
-std::vector<ForwardTask> read_tasks(const std::string& path) {
+nlohmann::json ExperimentTaskLine::to_json() const {
+  return {{"id", id}, {"kind", kind}, {"payload", payload}, {"inputs", inputs}};
+}
+
+ExperimentTaskLine ExperimentTaskLine::from_json(const nlohmann::json& j, const std::string& where) {
+  auto fail = [&](const std::string& what) { throw InputError(where + ": " + what); };
+  static const std::set<std::string> known = {"id", "kind", "payload", "inputs"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.count(it.key())) fail("unknown field \"" + it.key() + "\" in an experiment task (id, kind, payload, inputs)");
+  ExperimentTaskLine t;
+  if (!j.contains("id") || !j["id"].is_string() || j["id"].get<std::string>().empty()) fail("missing \"id\"");
+  t.id = j["id"].get<std::string>();
+  if (t.id.find_first_of("/\\") != std::string::npos || t.id[0] == '.') fail("\"id\" must be a plain file name");
+  t.kind = j.at("kind").get<std::string>();
+  if (!j.contains("payload") || !j["payload"].is_object()) fail("\"payload\" must be an object");
+  t.payload = j["payload"];
+  if (j.contains("inputs")) {
+    if (!j["inputs"].is_object()) fail("\"inputs\" must be an object (dependency key -> result)");
+    t.inputs = j["inputs"];
+  }
+  return t;
+}
+
+WorkerTask WorkerTask::from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(where + ": a task must be a JSON object");
+  WorkerTask t;
+  t.kind = j.contains("kind") && j["kind"].is_string() ? j["kind"].get<std::string>() : "forward";
+  if (t.kind == "forward")
+    t.forward = ForwardTask::from_json(j, where);
+  else if (t.kind == "distances" || t.kind == "evaluate" || t.kind == "heal")
+    t.experiment = ExperimentTaskLine::from_json(j, where);
+  else
+    throw InputError(where + ": unknown task kind \"" + t.kind + "\" (forward, distances, evaluate, heal)");
+  return t;
+}
+
+std::vector<WorkerTask> read_tasks(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open the tasks file");
-  std::vector<ForwardTask> tasks;
+  std::vector<WorkerTask> tasks;
   std::set<std::string> ids;
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
@@ -78,8 +114,8 @@ std::vector<ForwardTask> read_tasks(const std::string& path) {
     } catch (const nlohmann::json::parse_error& e) {
       throw InputError(where + ": not valid JSON (" + e.what() + ")");
     }
-    tasks.push_back(ForwardTask::from_json(j, where));
-    if (!ids.insert(tasks.back().id).second) throw InputError(where + ": duplicate task id \"" + tasks.back().id + "\"");
+    tasks.push_back(WorkerTask::from_json(j, where));
+    if (!ids.insert(tasks.back().id()).second) throw InputError(where + ": duplicate task id \"" + tasks.back().id() + "\"");
   }
   if (tasks.empty()) throw InputError(path + ": no tasks");
   return tasks;

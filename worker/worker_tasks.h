@@ -29,7 +29,27 @@ struct ForwardTask {
   static ForwardTask from_json(const nlohmann::json& j, const std::string& where);
 };
 
+// An experiment task (coordinator/experiment.h, run by worker/experiment_tasks.h) in a tasks file, the way
+// the coordinator would lease it: {"id": "t3", "kind": "distances|evaluate|heal", "payload": {...},
+// "inputs": {"<dependency key>": <its result>}}; the result goes to <out>/<id>.json.
+struct ExperimentTaskLine {
+  std::string id, kind;
+  nlohmann::json payload, inputs = nlohmann::json::object();
+  nlohmann::json to_json() const;
+  static ExperimentTaskLine from_json(const nlohmann::json& j, const std::string& where);
+};
+
+// A line of a tasks file: a forward task or an experiment task.
+struct WorkerTask {
+  std::string kind;  // "forward", "distances", "evaluate", "heal"
+  ForwardTask forward;
+  ExperimentTaskLine experiment;
+  const std::string& id() const { return kind == "forward" ? forward.id : experiment.id; }
+  nlohmann::json to_json() const { return kind == "forward" ? forward.to_json() : experiment.to_json(); }
+  static WorkerTask from_json(const nlohmann::json& j, const std::string& where);
+};
+
 // Every task of a JSONL file (blank lines skipped); errors name file:line.
-std::vector<ForwardTask> read_tasks(const std::string& path);
+std::vector<WorkerTask> read_tasks(const std::string& path);
 
 }  // namespace layerprune

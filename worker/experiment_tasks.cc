@@ -1,0 +1,158 @@
+#include "worker/experiment_tasks.h"
+
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/version.h"
+#include "worker/distances.h"
+#include "worker/stages.h"
+
+namespace layerprune {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const LlamaModel& ModelCache::model(const ModelSpec& spec) {
+  const std::string key = spec.path + "|" + spec.dtype;
+  if (model_ && key == key_) return *model_;
+  model_.reset();
+  tokenizer_.reset();
+  key_.clear();
+  name_.clear();
+  std::string error;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    if (spec.format != "hf")
+      throw InputError("model " + spec.name + ": format \"" + spec.format + "\" reaches the worker unconverted "
+                       "(layerprune run/submit converts llama2c checkpoints to Hugging Face directories)");
+    if (!fs::is_directory(spec.path)) throw InputError("model " + spec.name + ": " + spec.path + " is not a directory");
+    LoadOptions o;
+    o.dtype = spec.dtype;
+    o.comm = comm_;
+    model_ = std::make_unique<LlamaModel>(LlamaModel::load(spec.path, o));
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load(spec.path + "/tokenizer.model"));
+    if (tokenizer_->vocab_size() != model_->config().vocab_size)
+      throw InputError(spec.path + "/tokenizer.model: " + std::to_string(tokenizer_->vocab_size()) +
+                       " pieces, but the model's vocabulary is " + std::to_string(model_->config().vocab_size));
+    fingerprint_ = model_fingerprint(spec.path);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  const bool failed = comm_ ? comm_->any(!error.empty()) : !error.empty();
+  if (failed) {
+    model_.reset();
+    tokenizer_.reset();
+    throw InputError("cannot load model " + spec.name + " (" + spec.path + ")" +
+                     (error.empty() ? ": another rank of the group failed (see its message)" : ": " + error));
+  }
+  key_ = key;
+  name_ = spec.name;
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!comm_ || comm_->rank() == 0)
+    std::fprintf(stderr, "worker: loaded %s (%s, %s): %lld layers, %.1f MB read in %.1fs\n", spec.name.c_str(),
+                 spec.path.c_str(), spec.dtype.c_str(), (long long)model_->config().num_hidden_layers,
+                 model_->loaded_bytes() / 1e6, s);
+  return *model_;
+}
+
+namespace {
+
+template <typename T>
+T field(const json& payload, const char* key, const std::string& kind) {
+  if (!payload.contains(key)) throw InputError(kind + " task: payload has no \"" + key + "\"");
+  return payload.at(key).get<T>();
+}
+
+std::vector<PointSpec> point_specs(const json& payload, const std::string& kind) {
+  std::vector<PointSpec> out;
+  for (const GridPoint& g : field<std::vector<GridPoint>>(payload, "points", kind)) out.push_back({g.key, g.strategy, g.n});
+  if (out.empty()) throw InputError(kind + " task: no grid points in the payload");
+  return out;
+}
+
+// The distance table among the dependencies' results (the model's distances task), if any.
+std::unique_ptr<DistanceResult> distances_input(const json& inputs) {
+  if (!inputs.is_object() && !inputs.is_array()) return nullptr;
+  for (const json& r : inputs)
+    if (r.is_object() && r.contains("distances"))
+      return std::make_unique<DistanceResult>(DistanceResult::from_json(r.at("distances").dump(), "distances input"));
+  return nullptr;
+}
+
+std::string hostname() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+EvalOptions eval_options(const EvaluationSpec& spec) {
+  EvalOptions o;
+  o.batch_size = spec.batch_size;
+  return o;
+}
+
+}  // namespace
+
+json run_experiment_task(const std::string& kind, const json& payload, const json& inputs, ModelCache& cache,
+                         const TaskContext& ctx) {
+  const ModelSpec spec = field<ModelSpec>(payload, "model", kind);
+  const uint64_t seed = payload.value("seed", uint64_t(0));
+  json provenance{{"code_version", layerprune_version()}, {"model", spec.name}, {"model_path", spec.path},
+                  {"dtype", spec.dtype}, {"tp", ctx.tp}, {"seed", seed}, {"threads", at::get_num_threads()},
+                  {"host", hostname()}};
+  if (kind == "distances") {
+    const CalibrationSpec calibration = field<CalibrationSpec>(payload, "calibration", kind);
+    const LlamaModel& model = cache.model(spec);
+    DistanceResult r = run_distances(model, cache.tokenizer(), spec.path, spec.dtype, calibration);
+    provenance["model_fingerprint"] = r.model_fingerprint;
+    provenance["data_sha256"] = {{calibration.data, r.data_sha256}};
+    return {{"distances", json::parse(r.to_json())}, {"provenance", provenance}};
+  }
+  if (kind != "evaluate" && kind != "heal")
+    throw InputError("unknown task kind \"" + kind + "\" (distances, evaluate, heal)");
+  const EvaluationSpec evaluation = field<EvaluationSpec>(payload, "evaluation", kind);
+  const std::vector<PointSpec> points = point_specs(payload, kind);
+  std::unique_ptr<DistanceResult> dist = distances_input(inputs);
+  // Data before the model: a malformed file fails before minutes of loading.
+  const EvalData data = load_eval_data(evaluation, Tokenizer::load(spec.path + "/tokenizer.model"));
+  const LlamaModel& model = cache.model(spec);
+  provenance["model_fingerprint"] = cache.fingerprint();
+  provenance["data_sha256"] = data.data_sha256;
+  if (dist) {
+    if (dist->table.layers() != model.config().num_hidden_layers)
+      throw InputError("the distance table has " + std::to_string(dist->table.layers()) + " layers, model " + spec.name +
+                       " has " + std::to_string(model.config().num_hidden_layers));
+    provenance["distance_key"] = dist->key;
+  }
+  const DistanceTable* table = dist ? &dist->table : nullptr;
+  json out_points = json::array();
+  if (kind == "evaluate") {
+    EvaluateStats stats;
+    for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation), &stats))
+      out_points.push_back(r.to_json());
+    return {{"points", out_points},
+            {"sweep",
+             {{"variants", stats.variants},
+              {"truncated", stats.truncated},
+              {"layer_evals_shared", stats.sweep.layer_evals_shared},
+              {"layer_evals_naive", stats.sweep.layer_evals_naive}}},
+            {"provenance", provenance}};
+  }
+  // heal: one point
+  if (points.size() != 1) throw InputError("heal task: expected one grid point, found " + std::to_string(points.size()));
+  const HealingSpec healing = field<HealingSpec>(payload, "healing", kind);
+  provenance["data_sha256"][healing.train_data] = sha256_file(healing.train_data);
+  const std::string dir = ctx.work_dir.empty() ? "" : ctx.work_dir + "/checkpoints/" + ctx.task_key;
+  HealOutcome o = run_heal(model, cache.tokenizer(), healing, seed, points[0], table, data, eval_options(evaluation), dir,
+                           ctx.on_train_step);
+  if (o.stopped) return {{"stopped", true}, {"checkpoint", o.checkpoint}, {"healing", o.summary()}};
+  out_points.push_back(o.point.to_json());
+  return {{"points", out_points}, {"healing", o.summary()}, {"provenance", provenance}};
+}
+
+}  // namespace layerprune

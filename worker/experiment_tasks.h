@@ -1,0 +1,58 @@
+// Running one experiment task (coordinator/experiment.h: distances, evaluate, heal) on a worker group.
+//
+// The task arrives as its kind, its payload (the model, calibration, evaluation and healing specs and the
+// grid points) and the results of the tasks it depends on (the distances table for similarity points).
+// Every rank of a tensor-parallel group runs the same task on its shard; all return the same result JSON,
+// which the group's rank 0 reports:
+//   distances: {"distances": <DistanceResult JSON>, "provenance": {...}}
+//   evaluate:  {"points": [PointResult JSON...], "sweep": {...}, "provenance": {...}}
+//   heal:      {"points": [PointResult JSON], "healing": {...}, "provenance": {...}}
+//              or, stopped by a signal: {"stopped": true, "checkpoint": PATH, ...} (nothing to store)
+// Provenance: code version, model fingerprint, data sha256s, seed, dtype, tp, threads, host.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator/experiment.h"
+#include "worker/comm.h"
+#include "worker/llama.h"
+#include "worker/tokenizer.h"
+#include "worker/trainer.h"
+
+namespace layerprune {
+
+// The model a worker keeps loaded between tasks: a task for the same (path, dtype) reuses it, another
+// model replaces it (a 140 GB checkpoint is not reloaded per grid point).
+class ModelCache {
+ public:
+  explicit ModelCache(std::shared_ptr<Communicator> comm = nullptr) : comm_(std::move(comm)) {}
+  // Loads (or keeps) the model of `spec` (an HF directory with tokenizer.model). Under tensor parallelism
+  // every rank learns whether all ranks loaded their shard; InputError naming the model otherwise.
+  const LlamaModel& model(const ModelSpec& spec);
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::string& loaded_name() const { return name_; }  // "" when none
+  const std::string& fingerprint() const { return fingerprint_; }
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  std::string key_, name_, fingerprint_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+struct TaskContext {
+  std::string work_dir;  // checkpoints go under work_dir/checkpoints/<task key>/ (a shared filesystem)
+  std::string task_key;
+  int tp = 1;
+  // Called after each healing step (the worker's heartbeat carries it as progress).
+  std::function<void(const TrainStep&)> on_train_step;
+};
+
+// Runs the task; InputError for a malformed payload or bad data (named), CommError if the group breaks.
+nlohmann::json run_experiment_task(const std::string& kind, const nlohmann::json& payload, const nlohmann::json& inputs,
+                                   ModelCache& cache, const TaskContext& context);
+
+}  // namespace layerprune
