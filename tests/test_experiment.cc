@@ -734,6 +734,13 @@ TEST(Curves, SvgStructureGapsAndLegend) {
   // panel loss, depths 0, 2: similarity/off 0 2 -> one line. Five in all.
   EXPECT_EQ(count(svg, "<polyline"), 5u);
   EXPECT_EQ(count(svg, "class=\"curve\""), 5u);
+  // Points per line, in drawing order: a line never bridges the missing n = 2 of simple/off.
+  std::vector<size_t> line_points;
+  for (size_t p = svg.find("<polyline"); p != std::string::npos; p = svg.find("<polyline", p + 1)) {
+    const size_t begin = svg.find("points=\"", p) + 8;
+    line_points.push_back(count(svg.substr(begin, svg.find('"', begin) - begin), ","));
+  }
+  EXPECT_EQ(line_points, (std::vector<size_t>{4, 3, 2, 4, 2}));
   // Dashed = no healing: the similarity/off lines of both panels and simple/off's line, plus 2 legend samples.
   size_t dashed_curves = 0;
   for (size_t p = svg.find("<polyline"); p != std::string::npos; p = svg.find("<polyline", p + 1))
