@@ -145,7 +145,9 @@ int64_t llama2_layers(const ModelSpec& m) {
   const std::string dir = m.name == "llama2-7b"    ? "Llama-2-7b-hf"
                           : m.name == "llama2-13b" ? "Llama-2-13b-hf"
                                                    : "Llama-2-70b-chat-hf";
-  return default_layer_resolver({m.name, testing::data_dir() + "/llama2/" + dir});
+  ModelSpec real = m;
+  real.path = testing::data_dir() + "/llama2/" + dir;
+  return default_layer_resolver(real);
 }
 
 struct PaperGrid {
