@@ -20,6 +20,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,9 @@ struct Experiment {
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
   std::vector<uint64_t> seeds = {0};
+  // Where fields came from in the YAML ("models[0].path" -> "exp.yaml:7:11"), so that errors found later
+  // (plan_experiment: n >= L, a missing model) point at the line to edit. Not part of the JSON.
+  std::map<std::string, std::string> locations;
 
   // Canonical JSON (every field, defaults filled in): stored with the experiment (provenance) and
   // round-trips through from_json.
@@ -118,6 +122,19 @@ struct ExperimentPlan {
   std::vector<GridPoint> points;
   std::vector<TaskSpec> tasks;  // dependencies before dependents
 };
+
+// The specs as JSON objects, one key per struct field with the field's name (task payloads carry them;
+// nlohmann's ADL hooks, so `json j = spec;` and `j.get<ModelSpec>()` work). from_json fills absent keys with
+// the defaults and throws InputError naming the field on a wrong type.
+void to_json(nlohmann::json& j, const ModelSpec& m);
+void from_json(const nlohmann::json& j, ModelSpec& m);
+void to_json(nlohmann::json& j, const CalibrationSpec& c);
+void from_json(const nlohmann::json& j, CalibrationSpec& c);
+void to_json(nlohmann::json& j, const HealingSpec& h);
+void from_json(const nlohmann::json& j, HealingSpec& h);
+void to_json(nlohmann::json& j, const EvaluationSpec& e);
+void from_json(const nlohmann::json& j, EvaluationSpec& e);
+void from_json(const nlohmann::json& j, GridPoint& p);  // the inverse of GridPoint::to_json
 
 // Syntax and schema errors throw InputError "<source>:<line>:<column>: <what was expected>".
 // Paths: ${VAR} expands from the environment (${LAYERPRUNE_DATA} defaults to the first data root of
