@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 
@@ -18,6 +19,7 @@
 #include "common/text_file.h"
 #include "tests/llama_shapes.h"
 #include "tests/test_support.h"
+#include "coordinator/experiment.h"
 #include "worker/llama.h"
 #include "worker/llama2c.h"
 #include "worker/make_model.h"
@@ -311,6 +313,142 @@ TEST_F(WorkerTp, AFailedRankEndsItsGroupInsteadOfHangingIt) {
   EXPECT_NE(r.status, 0);
   EXPECT_CONTAINS(r.err, "did not complete within 3 s");
   EXPECT_LT(r.seconds, 60) << "bounded by --comm-timeout, not by the stalled rank";
+}
+
+
+// ---- experiment tasks (worker/experiment_tasks.h) in the worker ----
+
+// A heal task and an evaluate task on stories260K with small budgets, as the coordinator would lease them.
+struct ExperimentTasks {
+  std::string model_dir;
+  nlohmann::json heal, evaluate;
+  ExperimentTasks(const std::string& dir, int64_t steps, int64_t checkpoint_every) : model_dir(dir) {
+    const std::string text = testing::data_file("tinystories/tinystories_val.txt");
+    ModelSpec m;
+    m.name = "s";
+    m.path = dir;
+    m.dtype = "float32";
+    m.layers = 5;
+    EvaluationSpec e;
+    e.boolq = true;
+    e.boolq_data = testing::data_file("boolq/val.jsonl");
+    e.boolq_limit = 12;
+    e.loss = true;
+    e.loss_data = text;
+    e.loss_seq_len = 128;
+    e.loss_windows = 6;
+    HealingSpec h;
+    h.name = "lora";
+    h.enabled = true;
+    h.quant = "none";
+    h.train_data = text;
+    h.steps = steps;
+    h.global_batch = 4;
+    h.micro_batch = 2;
+    h.seq_len = 64;
+    h.lr = 2e-3;
+    h.warmup = 2;
+    h.checkpoint_every = checkpoint_every;
+    auto point = [](int64_t n, const std::string& strategy, const std::string& healing) {
+      GridPoint p;
+      p.model = "s";
+      p.n = n;
+      p.layers = 5;
+      p.strategy = strategy;
+      p.healing = healing;
+      p.key = "s/n=" + std::to_string(n) + "/" + strategy + "/" + healing + "/seed=0";
+      return p.to_json();
+    };
+    heal = {{"id", "heal"}, {"kind", "heal"},
+            {"payload", {{"experiment", "x"}, {"model", m}, {"seed", 0}, {"evaluation", e}, {"healing", h},
+                         {"points", {point(2, "simple", "lora")}}}}};
+    evaluate = {{"id", "eval"}, {"kind", "evaluate"},
+                {"payload", {{"experiment", "x"}, {"model", m}, {"seed", 0}, {"evaluation", e},
+                             {"points", {point(0, "none", "off"), point(1, "simple", "off"), point(2, "simple", "off")}}}}};
+  }
+};
+
+nlohmann::json result(const std::string& file) { return nlohmann::json::parse(read_file(file)); }
+
+TEST_F(WorkerTp, HealAndEvaluateTasksAtTp2EqualTp1) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
+  const std::string dir = tmp_.file("stories260K");
+  convert_llama2c(bin, tok, dir);
+  ExperimentTasks t(dir, 8, 0);
+  write_file(tmp_.file("tasks.jsonl"), t.evaluate.dump() + "\n" + t.heal.dump() + "\n");
+  for (int np : {1, 2}) {
+    MpiRun r = mpirun(np, "--tp " + std::to_string(np) + " --tasks " + tmp_.file("tasks.jsonl") + " --out " +
+                              tmp_.file("o" + std::to_string(np)));
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  for (const char* id : {"eval", "heal"}) {
+    nlohmann::json a = result(tmp_.file(std::string("o1/") + id + ".json")), b = result(tmp_.file(std::string("o2/") + id + ".json"));
+    ASSERT_EQ(a["points"].size(), b["points"].size()) << id;
+    EXPECT_EQ(b["provenance"]["tp"], 2);
+    for (size_t i = 0; i < a["points"].size(); ++i) {
+      const nlohmann::json &pa = a["points"][i], &pb = b["points"][i];
+      EXPECT_EQ(pa["dropped"], pb["dropped"]);
+      const double la = pa["metrics"]["loss"], lb = pb["metrics"]["loss"];
+      EXPECT_LT(std::abs(la - lb) / la, 1e-5) << id << " " << pa["key"];
+      ASSERT_EQ(pa["items"].size(), 12u);
+      for (size_t k = 0; k < pa["items"].size(); ++k)
+        for (size_t c = 0; c < 2; ++c)  // BoolQ: two choices
+          EXPECT_NEAR(pa["items"][k]["loglikelihoods"][c].get<double>(), pb["items"][k]["loglikelihoods"][c].get<double>(), 1e-3)
+              << id << " item " << k;
+    }
+  }
+  const nlohmann::json h1 = result(tmp_.file("o1/heal.json")), h2 = result(tmp_.file("o2/heal.json"));
+  EXPECT_LT(std::abs(h1["healing"]["train_loss"].get<double>() - h2["healing"]["train_loss"].get<double>()), 1e-4);
+  const nlohmann::json e1 = result(tmp_.file("o1/eval.json"));
+  EXPECT_LT(h1["points"][0]["metrics"]["loss"].get<double>(), e1["points"][2]["metrics"]["loss"].get<double>())
+      << "healing lowers the loss of the model with layers 2-3 dropped";
+}
+
+TEST_F(WorkerTp, SigtermCheckpointsAHealingTaskAndTheNextRunResumesIt) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
+  const std::string dir = tmp_.file("stories260K");
+  convert_llama2c(bin, tok, dir);
+  ExperimentTasks t(dir, 30, 2);
+  write_file(tmp_.file("tasks.jsonl"), t.heal.dump() + "\n");
+  const std::string args = "--tasks " + tmp_.file("tasks.jsonl") + " --out ";
+  MpiRun whole = mpirun(1, args + tmp_.file("whole"));
+  ASSERT_EQ(whole.status, 0) << whole.err;
+
+  // Interrupted: SIGTERM to mpirun (which forwards it to the ranks) once the first checkpoint exists.
+  const std::string out = tmp_.file("cut");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = std::string("exec ") + LAYERPRUNE_MPIEXEC + " --oversubscribe -np 1 " + LAYERPRUNE_BINARY_DIR +
+                            "/worker/layerprune-worker " + args + out + " > /dev/null 2> " + tmp_.file("cut.err");
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const std::string first = out + "/checkpoints/x/heal/step-000002.safetensors";
+  for (int i = 0; i < 600 && !std::ifstream(first).good(); ++i) usleep(100'000);
+  ASSERT_TRUE(std::ifstream(first).good()) << read_file(tmp_.file("cut.err"));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string err = read_file(tmp_.file("cut.err"));
+  EXPECT_CONTAINS(err, "stopped (checkpointed)");
+  const nlohmann::json stopped = result(out + "/heal.json");
+  ASSERT_TRUE(stopped.value("stopped", false)) << stopped.dump();
+  const int64_t at = stopped["healing"]["final_step"];
+  EXPECT_GE(at, 2);
+  EXPECT_LT(at, 30) << "the signal came mid-training";
+
+  // The same task again (a re-lease): resumes from the newest checkpoint and ends where the whole run did.
+  MpiRun again = mpirun(1, args + out);
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_CONTAINS(again.err, "resumed");
+  const nlohmann::json a = result(tmp_.file("whole/heal.json")), b = result(out + "/heal.json");
+  EXPECT_EQ(b["healing"]["steps_run"].get<int64_t>(), 30 - at);
+  EXPECT_EQ(a["healing"]["train_loss"], b["healing"]["train_loss"]) << "bit for bit";
+  EXPECT_EQ(a["points"][0]["metrics"], b["points"][0]["metrics"]);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/hashing.h"
 #include "common/version.h"
 #include "worker/distances.h"
 #include "worker/stages.h"
