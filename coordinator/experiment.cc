@@ -183,6 +183,15 @@ class Reader {
     return v;
   }
 
+  // [begin, end]: two numbers with 0 <= begin < end <= 1 (a part of a token stream, as fractions).
+  std::pair<double, double> range(const Field& f) const {
+    const std::vector<Field> items = list_items(f, "[begin, end] fractions of the text, e.g. [0.9, 1.0]");
+    if (items.size() != 2) fail(f, "expected [begin, end] (two fractions), found " + std::to_string(items.size()) + " numbers");
+    const double b = real(items[0], 0.0, 1.0), e = real(items[1], 0.0, 1.0, /*hi_inclusive=*/true);
+    if (e <= b) fail(f, "expected begin < end, found [" + number(b) + ", " + number(e) + "]");
+    return {b, e};
+  }
+
   // A path: ${VAR} expanded from the environment, then a relative path resolved against the YAML's directory.
   std::string path(const Field& f) const {
     std::string raw = string(f, "a path");
@@ -308,7 +317,7 @@ void read_pruning(const Reader& r, const Field& f, Experiment& e) {
 HealingSpec read_healing_entry(const Reader& r, const Field& f) {
   static const std::vector<std::string> known = {
       "name", "quant", "rank", "alpha", "dropout", "targets", "train_data", "steps", "global_batch", "micro_batch",
-      "seq_len", "warmup", "lr", "min_lr_ratio", "checkpoint_every"};
+      "seq_len", "warmup", "lr", "min_lr_ratio", "checkpoint_every", "train_range"};
   HealingSpec h;
   h.enabled = true;
   bool named = false;
@@ -357,6 +366,8 @@ HealingSpec read_healing_entry(const Reader& r, const Field& f) {
       h.min_lr_ratio = r.real(x, 0.0, 1.0, /*hi_inclusive=*/true);
     } else if (k == "checkpoint_every") {
       h.checkpoint_every = r.integer(x, 0);
+    } else if (k == "train_range") {
+      std::tie(h.train_begin, h.train_end) = r.range(x);
     }
   }
   if (!named) h.name = h.quant == "nf4" ? "qlora" : "lora";
@@ -431,10 +442,11 @@ void read_evaluation(const Reader& r, const Field& f, Experiment& e) {
       if (v.boolq_data.empty()) r.fail(x, "missing 'data' (the BoolQ validation .jsonl)");
     } else if (k == "loss") {
       v.loss = true;
-      for (const Field& y : r.map_fields(x, {"data", "seq_len", "windows"})) {
+      for (const Field& y : r.map_fields(x, {"data", "seq_len", "windows", "range"})) {
         const std::string kk = y.key.Scalar();
         if (kk == "data") v.loss_data = r.path(y);
         else if (kk == "seq_len") v.loss_seq_len = r.integer(y, 2);
+        else if (kk == "range") std::tie(v.loss_begin, v.loss_end) = r.range(y);
         else v.loss_windows = r.integer(y, 0);
       }
       if (v.loss_data.empty()) r.fail(x, "missing 'data' (held-out text for the validation loss)");
@@ -572,7 +584,9 @@ void to_json(json& j, const HealingSpec& h) {
            {"warmup", h.warmup},
            {"lr", h.lr},
            {"min_lr_ratio", h.min_lr_ratio},
-           {"checkpoint_every", h.checkpoint_every}};
+           {"checkpoint_every", h.checkpoint_every},
+           {"train_begin", h.train_begin},
+           {"train_end", h.train_end}};
 }
 void from_json(const json& j, HealingSpec& h) {
   require_object(j, "healing");
@@ -593,6 +607,8 @@ void from_json(const json& j, HealingSpec& h) {
   read_if(j, "lr", h.lr, w);
   read_if(j, "min_lr_ratio", h.min_lr_ratio, w);
   read_if(j, "checkpoint_every", h.checkpoint_every, w);
+  read_if(j, "train_begin", h.train_begin, w);
+  read_if(j, "train_end", h.train_end, w);
 }
 
 void to_json(json& j, const EvaluationSpec& e) {
@@ -608,6 +624,8 @@ void to_json(json& j, const EvaluationSpec& e) {
            {"loss_data", e.loss_data},
            {"loss_seq_len", e.loss_seq_len},
            {"loss_windows", e.loss_windows},
+           {"loss_begin", e.loss_begin},
+           {"loss_end", e.loss_end},
            {"batch_size", e.batch_size}};
 }
 void from_json(const json& j, EvaluationSpec& e) {
@@ -625,6 +643,8 @@ void from_json(const json& j, EvaluationSpec& e) {
   read_if(j, "loss_data", e.loss_data, w);
   read_if(j, "loss_seq_len", e.loss_seq_len, w);
   read_if(j, "loss_windows", e.loss_windows, w);
+  read_if(j, "loss_begin", e.loss_begin, w);
+  read_if(j, "loss_end", e.loss_end, w);
   read_if(j, "batch_size", e.batch_size, w);
 }
 

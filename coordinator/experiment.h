@@ -55,6 +55,9 @@ struct HealingSpec {
   std::vector<std::string> targets = {"gate_proj", "up_proj", "down_proj"};
   // Trainer (worker/trainer.h TrainConfig) and its data
   std::string train_data;      // C4-style JSONL ("text") or plain text
+  // The part of train_data's token stream to train on, as fractions [begin, end) (e.g. [0, 0.9], leaving the
+  // rest for a held-out loss with EvaluationSpec::loss_range [0.9, 1]).
+  double train_begin = 0.0, train_end = 1.0;
   int64_t steps = 5000, global_batch = 16, micro_batch = 4, seq_len = 512, warmup = 100;
   double lr = 2e-4, min_lr_ratio = 0.0;
   int64_t checkpoint_every = 100;
@@ -71,6 +74,7 @@ struct EvaluationSpec {
   bool loss = false;
   std::string loss_data;
   int64_t loss_seq_len = 512, loss_windows = 0;  // windows: 0 = all
+  double loss_begin = 0.0, loss_end = 1.0;        // the part of loss_data's token stream, as fractions
   int64_t batch_size = 8;
 };
 

@@ -101,6 +101,11 @@ TEST(Experiment, Stories260kWithTheDefaultResolverOnRealData) {
   EXPECT_EQ(e.healing[1].global_batch, 8);
   EXPECT_EQ(e.healing[1].micro_batch, 4);
   EXPECT_EQ(e.healing[1].seq_len, 128);
+  // Healing trains on the first 90% of the TinyStories tokens, the loss is measured on the other 10%.
+  EXPECT_EQ(e.healing[1].train_begin, 0.0);
+  EXPECT_EQ(e.healing[1].train_end, 0.9);
+  EXPECT_EQ(e.evaluation.loss_begin, 0.9);
+  EXPECT_EQ(e.evaluation.loss_end, 1.0);
   EXPECT_EQ(e.evaluation.mmlu_subjects.size(), 4u);
   EXPECT_TRUE(e.evaluation.mmlu && e.evaluation.boolq && e.evaluation.loss);
   // The data the experiment names is there (the parser itself does not ask).
@@ -522,6 +527,10 @@ TEST(ExperimentErrors, Schema) {
   EXPECT_ERROR_AT(parse_error(base + "healing:\n  - rank: 8\n"), "exp.yaml:14:5",
                   "healing[0]: missing 'train_data'");
   EXPECT_ERROR_AT(parse_error(base + "healing: [off, off]\n"), "exp.yaml:13:16", "healing 'off' appears twice");
+  EXPECT_ERROR_AT(parse_error(base + "healing:\n  - train_data: /t\n    train_range: [0.9, 0.5]\n"), "exp.yaml:15:18",
+                  "healing[0].train_range: expected begin < end, found [0.9, 0.5]");
+  EXPECT_ERROR_AT(parse_error(base + "healing:\n  - train_data: /t\n    train_range: [0.5]\n"), "exp.yaml:15:18",
+                  "expected [begin, end] (two fractions), found 1 numbers");
   EXPECT_ERROR_AT(parse_error(base + "healing: []\n"), "exp.yaml:13:10", "healing: expected a non-empty list");
   EXPECT_ERROR_AT(parse_error(base + "seeds: [1, 1]\n"), "exp.yaml:13:12", "seeds[1]: seed 1 is listed twice");
   // Missing sections and fields.

@@ -150,7 +150,7 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   provenance["data_sha256"][healing.train_data] = sha256_file(healing.train_data);
   const std::string dir = ctx.work_dir.empty() ? "" : ctx.work_dir + "/checkpoints/" + ctx.task_key;
   HealOutcome o = run_heal(model, cache.tokenizer(), healing, seed, points[0], table, data, eval_options(evaluation), dir,
-                           ctx.on_train_step);
+                           ctx.on_train_step, ctx.abandon);
   if (o.stopped) return {{"stopped", true}, {"checkpoint", o.checkpoint}, {"healing", o.summary()}};
   out_points.push_back(o.point.to_json());
   return {{"points", out_points}, {"healing", o.summary()}, {"provenance", provenance}};

@@ -10,6 +10,7 @@
 //              or, stopped by a signal: {"stopped": true, "checkpoint": PATH, ...} (nothing to store)
 // Provenance: code version, model fingerprint, data sha256s, seed, dtype, tp, threads, host.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -49,6 +50,9 @@ struct TaskContext {
   int tp = 1;
   // Called after each healing step (the worker's heartbeat carries it as progress).
   std::function<void(const TrainStep&)> on_train_step;
+  // Set when the task should stop early (its lease was lost or cancelled): healing checkpoints and returns
+  // a stopped result.
+  const std::atomic<bool>* abandon = nullptr;
 };
 
 // Runs the task; InputError for a malformed payload or bad data (named), CommError if the group breaks.

@@ -78,6 +78,14 @@ DistanceResult run_distances(const LlamaModel& model, const Tokenizer& tok, cons
 
 // ---- evaluation data ----
 
+std::vector<int32_t> token_range(std::vector<int32_t> tokens, double begin, double end) {
+  if (!(0 <= begin && begin < end && end <= 1))
+    throw InputError("a text range must satisfy 0 <= begin < end <= 1, found [" + std::to_string(begin) + ", " +
+                     std::to_string(end) + "]");
+  const size_t n = tokens.size(), b = size_t(std::floor(begin * double(n))), e = size_t(std::floor(end * double(n)));
+  return std::vector<int32_t>(tokens.begin() + std::ptrdiff_t(b), tokens.begin() + std::ptrdiff_t(e));
+}
+
 EvalData load_eval_data(const EvaluationSpec& spec, const Tokenizer& tok) {
   EvalData d;
   if (spec.mmlu) {
@@ -99,7 +107,7 @@ EvalData load_eval_data(const EvaluationSpec& spec, const Tokenizer& tok) {
   }
   if (spec.loss) {
     d.data_sha256[spec.loss_data] = sha256_file(spec.loss_data);
-    d.loss_stream = tok.encode(read_text_stream(spec.loss_data), /*add_bos=*/false);
+    d.loss_stream = token_range(tok.encode(read_text_stream(spec.loss_data), /*add_bos=*/false), spec.loss_begin, spec.loss_end);
     d.loss_seq_len = spec.loss_seq_len;
     d.loss_windows = spec.loss_windows;
   }
@@ -232,7 +240,7 @@ std::string latest_checkpoint(const std::string& dir) {
 HealOutcome run_heal(const LlamaModel& model, const Tokenizer& tok, const HealingSpec& spec, uint64_t seed,
                      const PointSpec& point, const DistanceTable* table, const EvalData& eval,
                      const EvalOptions& options, const std::string& checkpoint_dir,
-                     const std::function<void(const TrainStep&)>& on_step) {
+                     const std::function<void(const TrainStep&)>& on_step, const std::atomic<bool>* stop) {
   const auto t0 = std::chrono::steady_clock::now();
   const LlamaConfig& c = model.config();
   const PrunePlan plan = plan_point(point, c.num_hidden_layers, table);
@@ -242,7 +250,9 @@ HealOutcome run_heal(const LlamaModel& model, const Tokenizer& tok, const Healin
   LoraLlama lora(model, plan.kept, lora_config(spec, seed));
   TrainConfig tc = train_config(spec);
   tc.checkpoint_dir = checkpoint_dir;
-  PackedStream data(tok.encode(read_text_stream(spec.train_data), false), tok.bos_id(), spec.seq_len, seed);
+  tc.stop = stop;
+  PackedStream data(token_range(tok.encode(read_text_stream(spec.train_data), false), spec.train_begin, spec.train_end),
+                    tok.bos_id(), spec.seq_len, seed);
   const std::string resume = latest_checkpoint(checkpoint_dir);
   TrainResult tr = train(lora, data, tc, resume, on_step);
   HealOutcome o;

@@ -40,6 +40,9 @@ DistanceResult run_distances(const LlamaModel& model, const Tokenizer& tok, cons
 
 // ---- evaluation data ----
 
+// Tokens [floor(begin n), floor(end n)) of n: a part of a text (a training split, a held-out split).
+std::vector<int32_t> token_range(std::vector<int32_t> tokens, double begin, double end);
+
 // The items and loss text of an evaluation spec, read and tokenised once per task. InputError (file:line)
 // for malformed data.
 struct EvalData {
@@ -106,11 +109,13 @@ struct HealOutcome {
 
 // Prunes `point`, trains adapters on spec.train_data (checkpoints every spec.checkpoint_every steps into
 // checkpoint_dir; resumes from the newest checkpoint there, so a re-leased task continues where its last
-// attempt stopped), merges them and evaluates the healed model. on_step: after each optimizer step.
+// attempt stopped), merges them and evaluates the healed model. on_step: after each optimizer step; stop:
+// checkpoint and return early when set (besides g_stop_training).
 HealOutcome run_heal(const LlamaModel& model, const Tokenizer& tok, const HealingSpec& spec, uint64_t seed,
                      const PointSpec& point, const DistanceTable* table, const EvalData& eval,
                      const EvalOptions& options, const std::string& checkpoint_dir,
-                     const std::function<void(const TrainStep&)>& on_step = nullptr);
+                     const std::function<void(const TrainStep&)>& on_step = nullptr,
+                     const std::atomic<bool>* stop = nullptr);
 
 // The newest step-NNNNNN.safetensors in `dir` ("" when none).
 std::string latest_checkpoint(const std::string& dir);

@@ -219,7 +219,8 @@ TrainResult train(LoraLlama& model, PackedStream& data, const TrainConfig& c, co
                    (long long)c.steps, s.loss, s.lr, s.grad_norm, s.tokens_per_second);
     if (on_step) on_step(s);
     // A group stops together: a rank that saw the signal tells the others (one tiny collective a step).
-    const bool stop = tp ? tp->comm().any(g_stop_training.load()) : g_stop_training.load();
+    const bool requested = g_stop_training.load() || (c.stop && c.stop->load());
+    const bool stop = tp ? tp->comm().any(requested) : requested;
     if (stop) {
       checkpoint();
       result.stopped = true;

@@ -29,6 +29,8 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // steps (0: only at the end and on a stop request)
   std::string checkpoint_dir;    // "" : no checkpoints
   int64_t log_every = 10;
+  // Another stop request besides g_stop_training (e.g. the worker's lease was lost): same effect.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // The learning rate of 0-based step `step`: lr * (step + 1) / warmup during warm-up, then cosine from lr

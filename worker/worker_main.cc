@@ -39,168 +39,13 @@
 #include "worker/tensor_io.h"
 #include "worker/experiment_tasks.h"
 #include "worker/trainer.h"
+#include "worker/worker_group.h"
 #include "worker/worker_tasks.h"
 
 namespace layerprune {
 namespace {
 
-// Test hook: LAYERPRUNE_TEST_FAULT="load@R" makes group rank R fail to load its shard, "stall@R" makes it
-// sleep through the forward pass (its peers must time out, not hang).
-bool fault(const char* what, int group_rank) {
-  const char* spec = std::getenv("LAYERPRUNE_TEST_FAULT");
-  return spec && std::string(spec) == std::string(what) + "@" + std::to_string(group_rank);
-}
-
 extern "C" void on_stop_signal(int) { g_stop_training = true; }  // healing checkpoints and returns
-
-struct Worker {
-  MpiGroups groups;
-  std::shared_ptr<CountingCommunicator> comm;
-  std::string out_dir, work_dir, label;
-  std::string loaded_key;  // model + dtype of `model`
-  std::unique_ptr<LlamaModel> model;  // forward tasks' model
-  std::unique_ptr<ModelCache> cache;  // experiment tasks' model (one of the two is loaded at a time)
-
-  bool leader() const { return groups.group_rank == 0; }
-
-  void log(const std::string& message) const {
-    if (leader()) std::fprintf(stderr, "layerprune-worker: %s: %s\n", label.c_str(), message.c_str());
-  }
-
-  // Loads (or keeps) the model; every rank learns whether all ranks succeeded.
-  // An experiment task (worker/experiment_tasks.h): every rank runs it, rank 0 writes <out>/<id>.json.
-  void run(const ExperimentTaskLine& task) {
-    model.reset();
-    loaded_key.clear();
-    if (!cache) cache = std::make_unique<ModelCache>(comm);
-    TaskContext ctx;
-    ctx.work_dir = work_dir;
-    ctx.task_key = task.payload.value("experiment", std::string("tasks")) + "/" + task.id;
-    ctx.tp = groups.tp;
-    auto start = std::chrono::steady_clock::now();
-    nlohmann::json result = run_experiment_task(task.kind, task.payload, task.inputs, *cache, ctx);
-    if (!leader()) return;
-    write_file(out_dir + "/" + task.id + ".json", result.dump(2) + "\n");
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    log("task " + task.id + " (" + task.kind + ")" + (result.value("stopped", false) ? " stopped (checkpointed)" : " done") +
-        " in " + std::to_string(s).substr(0, 6) + " s");
-  }
-
-  void load(const ForwardTask& task) {
-    std::string key = task.model + "|" + task.dtype;
-    if (model && loaded_key == key) return;
-    model.reset();
-    cache.reset();
-    std::string error;
-    auto start = std::chrono::steady_clock::now();
-    try {
-      if (fault("load", groups.group_rank)) throw InputError("injected load failure (LAYERPRUNE_TEST_FAULT)");
-      LoadOptions options;
-      options.dtype = task.dtype;
-      options.comm = comm;
-      model = std::make_unique<LlamaModel>(LlamaModel::load(task.model, options));
-    } catch (const std::exception& e) {
-      error = e.what();
-      std::fprintf(stderr, "layerprune-worker: %s rank %d: cannot load %s: %s\n", label.c_str(), groups.group_rank,
-                   task.model.c_str(), e.what());
-    }
-    if (comm->any(!error.empty())) {
-      model.reset();
-      throw InputError("task " + task.id + ": a rank of the group could not load " + task.model +
-                       (error.empty() ? " (see that rank's message above)" : ": " + error));
-    }
-    loaded_key = key;
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    log("loaded " + task.model + " (" + std::to_string(model->loaded_bytes() >> 20) + " MiB on rank 0, tp " +
-        std::to_string(groups.tp) + ") in " + std::to_string(s).substr(0, 5) + " s");
-  }
-
-  void run(const ForwardTask& task) {
-    load(task);
-    const int64_t B = int64_t(task.tokens.size());
-    int64_t T = 0;
-    for (const auto& s : task.tokens) T = std::max<int64_t>(T, int64_t(s.size()));
-    at::Tensor tokens = at::zeros({B, T}, at::kLong), lengths = at::empty({B}, at::kLong);
-    for (int64_t b = 0; b < B; ++b) {
-      lengths[b] = int64_t(task.tokens[b].size());
-      for (size_t t = 0; t < task.tokens[b].size(); ++t) tokens[b][int64_t(t)] = task.tokens[b][t];
-    }
-    ForwardOptions fo;
-    fo.layers = task.layers;
-    fo.return_hidden = task.hidden;
-    fo.logits = task.logits;
-    if (fault("stall", groups.group_rank)) std::this_thread::sleep_for(std::chrono::hours(1));
-    ForwardResult r;
-    CommStats stats;
-    std::vector<double> times;
-    for (int64_t i = 0; i < task.repeat; ++i) {
-      comm->reset();  // report one forward pass's traffic
-      auto start = std::chrono::steady_clock::now();
-      r = model->forward(tokens, fo);
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      stats = comm->stats();
-    }
-    const double seconds = *std::min_element(times.begin(), times.end());
-
-    // Per-rank memory: bytes read from the checkpoint, and checkpoint pages still resident after the
-    // forward pass touched every weight (the measured shard).
-    at::Tensor mine = at::tensor({int64_t(model->loaded_bytes()), int64_t(model->mapped_bytes()),
-                                  int64_t(model->copied_bytes()),
-                                  int64_t(resident_bytes_of_files(model->checkpoint_files())),
-                                  int64_t(resident_set().anon)},
-                                 at::kLong);
-    at::Tensor per_rank = comm->all_gather(mine);
-    if (!leader()) return;
-
-    std::vector<at::Tensor> keep;
-    std::vector<TensorToWrite> tensors;
-    auto add = [&](const std::string& name, at::Tensor t) {
-      keep.push_back(t.contiguous());
-      tensors.push_back(tensor_to_write(name, keep.back()));
-    };
-    add("lengths", lengths);
-    if (r.logits.defined()) add("logits", r.logits.to(at::kFloat));
-    for (size_t k = 0; k < r.hidden.size(); ++k) add("hidden." + std::to_string(k), r.hidden[k].to(at::kFloat));
-    std::string base = out_dir + "/" + task.id;
-    write_safetensors(base + ".safetensors", tensors, {{"task", task.id}, {"code_version", layerprune_version()}});
-
-    nlohmann::json ranks = nlohmann::json::array();
-    for (int i = 0; i < groups.tp; ++i) {
-      auto v = per_rank[i];
-      ranks.push_back({{"rank", i},
-                       {"loaded_bytes", v[0].item<int64_t>()},
-                       {"mapped_bytes", v[1].item<int64_t>()},
-                       {"copied_bytes", v[2].item<int64_t>()},
-                       {"resident_checkpoint_bytes", v[3].item<int64_t>()},
-                       {"resident_anon_bytes", v[4].item<int64_t>()}});
-    }
-    nlohmann::json doc = {
-        {"task", task.to_json()},
-        {"group", groups.group},
-        {"groups", groups.groups},
-        {"tp", groups.tp},
-        {"backend", comm->backend()},
-        {"batch", B},
-        {"time", T},
-        {"kept_layers", model->kept_layers(task.layers).size()},
-        {"forward_seconds", seconds},  // the fastest of `repeat` passes
-        {"forward_seconds_all", times},
-        {"threads_per_rank", at::get_num_threads()},
-        {"comm",
-         {{"all_reduce", stats.all_reduce},
-          {"all_reduce_bytes", stats.all_reduce_bytes},
-          {"all_gather", stats.all_gather},
-          {"all_gather_bytes", stats.all_gather_bytes},
-          {"broadcast", stats.broadcast},
-          {"seconds", stats.seconds}}},
-        {"ranks", ranks},
-        {"code_version", layerprune_version()},
-    };
-    write_file(base + ".json", doc.dump(2) + "\n");
-    log("task " + task.id + ": " + std::to_string(B) + " x " + std::to_string(T) + " tokens in " +
-        std::to_string(seconds).substr(0, 6) + " s, " + std::to_string(stats.all_reduce) + " all-reduces");
-  }
-};
 
 int worker_main(int argc, char** argv) {
   ArgParser p("layerprune-worker",
@@ -223,7 +68,7 @@ int worker_main(int argc, char** argv) {
   }
   if (!go) return 0;
 
-  Worker w;
+  WorkerGroup w;
   try {
     w.groups = split_into_groups(int(p.get_int("tp")));
   } catch (const InputError& e) {
@@ -276,10 +121,19 @@ int worker_main(int argc, char** argv) {
     if (message.empty()) break;
     WorkerTask task = WorkerTask::from_json(nlohmann::json::parse(message), "task");
     try {
-      if (task.kind == "forward")
+      if (task.kind == "forward") {
         w.run(task.forward);
-      else
-        w.run(task.experiment);
+      } else {
+        const ExperimentTaskLine& t = task.experiment;
+        auto start = std::chrono::steady_clock::now();
+        nlohmann::json result = w.run(t.kind, t.payload, t.inputs, t.payload.value("experiment", std::string("tasks")) + "/" + t.id);
+        if (w.leader()) {
+          write_file(w.out_dir + "/" + t.id + ".json", result.dump(2) + "\n");
+          double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          w.log("task " + t.id + " (" + t.kind + ")" + (result.value("stopped", false) ? " stopped (checkpointed)" : " done") +
+                " in " + std::to_string(s).substr(0, 6) + " s");
+        }
+      }
     } catch (const InputError& e) {
       // Every rank knows (agreed in load, or the input is the same everywhere): report and go on.
       w.log("error: " + std::string(e.what()));
