@@ -26,6 +26,13 @@ ArgParser& ArgParser::flag(const std::string& name, const std::string& help) {
   return *this;
 }
 
+ArgParser& ArgParser::positional(const std::string& name, const std::string& help,
+                                 std::optional<std::string> default_value) {
+  positionals_.push_back(name);
+  specs_[name] = Spec{help, std::move(default_value), false};
+  return *this;
+}
+
 ArgParser& ArgParser::epilog(const std::string& text) {
   epilog_ = text;
   return *this;
@@ -38,10 +45,15 @@ bool ArgParser::parse(int argc, char** argv, int first) {
 }
 
 bool ArgParser::parse(const std::vector<std::string>& args) {
+  size_t next_positional = 0;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a.rfind("--", 0) != 0)
-      throw UsageError(command_ + ": unexpected argument '" + a + "' (see --help)");
+    if (a.rfind("--", 0) != 0) {
+      if (next_positional >= positionals_.size())
+        throw UsageError(command_ + ": unexpected argument '" + a + "' (see --help)");
+      values_[positionals_[next_positional++]] = a;
+      continue;
+    }
     std::string name = a.substr(2), value;
     bool inline_value = false;
     if (auto eq = name.find('='); eq != std::string::npos) {
@@ -66,6 +78,9 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
     std::cout << help();
     return false;
   }
+  for (const auto& name : positionals_)
+    if (!specs_.at(name).default_value && !values_.count(name))
+      throw UsageError(command_ + ": " + name + " is required (see --help)");
   for (const auto& name : order_) {
     const Spec& s = specs_.at(name);
     if (!s.is_flag && !s.default_value && !values_.count(name))
@@ -105,7 +120,18 @@ bool ArgParser::given(const std::string& name) const { return values_.count(name
 
 std::string ArgParser::help() const {
   std::ostringstream o;
-  o << "usage: layerprune " << command_ << " [options]\n\n" << summary_ << "\n\noptions:\n";
+  o << "usage: layerprune " << command_;
+  for (const auto& name : positionals_) o << " " << (specs_.at(name).default_value ? "[" + name + "]" : name);
+  o << " [options]\n\n" << summary_ << "\n\n";
+  for (const auto& name : positionals_) {
+    const Spec& s = specs_.at(name);
+    std::string lhs = "  " + name;
+    o << lhs << (lhs.size() < 28 ? std::string(28 - lhs.size(), ' ') : "\n" + std::string(28, ' ')) << s.help;
+    if (s.default_value) o << " (default: " << (s.default_value->empty() ? "\"\"" : *s.default_value) << ")";
+    o << "\n";
+  }
+  if (!positionals_.empty()) o << "\n";
+  o << "options:\n";
   for (const auto& name : order_) {
     const Spec& s = specs_.at(name);
     std::string lhs = "  --" + name + (s.is_flag ? "" : " VALUE");

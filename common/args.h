@@ -18,6 +18,10 @@ class ArgParser {
                     std::optional<std::string> default_value = std::nullopt);
   // --name (boolean, false unless given).
   ArgParser& flag(const std::string& name, const std::string& help);
+  // A positional argument (`layerprune run EXPERIMENT.yaml`), in declaration order; read with get(name).
+  // Without a default it is required.
+  ArgParser& positional(const std::string& name, const std::string& help,
+                        std::optional<std::string> default_value = std::nullopt);
   // Free text printed after the option list (recipes, examples).
   ArgParser& epilog(const std::string& text);
 
@@ -41,7 +45,7 @@ class ArgParser {
     bool is_flag = false;
   };
   std::string command_, summary_, epilog_;
-  std::vector<std::string> order_;
+  std::vector<std::string> order_, positionals_;
   std::map<std::string, Spec> specs_;
   std::map<std::string, std::string> values_;
 };

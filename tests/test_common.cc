@@ -37,6 +37,22 @@ TEST(Args, InlineValueAndErrors) {
   EXPECT_THROW(s.get_int("n"), UsageError);
 }
 
+TEST(Args, PositionalArguments) {
+  ArgParser p("run", "run an experiment");
+  p.positional("EXPERIMENT", "the YAML").positional("ID", "an id", "0").option("n", "count", "1");
+  ASSERT_TRUE(p.parse({"e.yaml", "--n", "3"}));
+  EXPECT_EQ(p.get("EXPERIMENT"), "e.yaml");
+  EXPECT_EQ(p.get("ID"), "0");
+  EXPECT_EQ(p.get_int("n"), 3);
+  ArgParser q("run", "run an experiment");
+  q.positional("EXPERIMENT", "the YAML");
+  EXPECT_THROW(q.parse(std::vector<std::string>{}), UsageError);  // required positional missing
+  ArgParser r("run", "run an experiment");
+  r.positional("EXPERIMENT", "the YAML");
+  EXPECT_THROW(r.parse({"a.yaml", "b.yaml"}), UsageError);  // one too many
+  EXPECT_NE(r.help().find("usage: layerprune run EXPERIMENT [options]"), std::string::npos) << r.help();
+}
+
 TEST(Args, HelpListsOptions) {
   ArgParser p("demo", "a demo");
   p.option("model", "model dir");
