@@ -4,7 +4,9 @@
 
 namespace layerprune::cli {
 
+int cancel(int argc, char** argv);
 int convert(int argc, char** argv);
+int curves(int argc, char** argv);
 int distances(int argc, char** argv);
 int eval(int argc, char** argv);
 int generate(int argc, char** argv);
@@ -14,6 +16,10 @@ int loss(int argc, char** argv);
 int make_model(int argc, char** argv);
 int plan(int argc, char** argv);
 int prune(int argc, char** argv);
+int results(int argc, char** argv);
+int run(int argc, char** argv);
+int status(int argc, char** argv);
+int submit(int argc, char** argv);
 int sweep(int argc, char** argv);
 
 }  // namespace layerprune::cli

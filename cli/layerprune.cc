@@ -24,6 +24,14 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"run", "run an experiment YAML here: coordinator, MPI worker groups, progress, curves (resumable)",
+     layerprune::cli::run, false},
+    {"submit", "submit an experiment YAML to a running coordinator", layerprune::cli::submit, false},
+    {"status", "progress of experiments (per task with --tasks)", layerprune::cli::status, false},
+    {"cancel", "cancel an experiment", layerprune::cli::cancel, false},
+    {"results", "metrics of every finished grid point (table, CSV, JSON)", layerprune::cli::results, false},
+    {"curves", "accuracy and loss against the fraction pruned per strategy x healing (table + SVG)",
+     layerprune::cli::curves, false},
     {"convert", "turn a llama2.c checkpoint + tokenizer into a Hugging Face-layout model directory",
      layerprune::cli::convert, false},
     {"distances", "angular distance between layer inputs (paper Eq. 7), l*(n) per block size, heatmap SVG",

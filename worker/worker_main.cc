@@ -1,8 +1,10 @@
 // layerprune-worker: an MPI program. The world splits into groups of --tp ranks (MPI_Comm_split); each
 // group is one tensor-parallel model replica (worker/tensor_parallel.h), so a node can run several small
-// groups side by side. Rank 0 of each group is the only one that talks to the outside: it reads the tasks,
-// broadcasts each one to its group, and writes the results. Group g takes tasks g, g + G, g + 2G, ...
+// groups side by side. Rank 0 of each group is the only one that talks to the outside: it leases tasks from
+// the coordinator (worker/lease_loop.h) or reads them from a file (group g takes tasks g, g + G, ...),
+// broadcasts each one to its group, and reports or writes the results.
 //
+//   mpirun -np 4 layerprune-worker --tp 2 --coordinator state/coordinator.address
 //   mpirun -np 4 layerprune-worker --tp 2 --tasks tasks.jsonl --out results/
 //
 // Failure never hangs a group: a rank that cannot load its shard tells the group (all exit with status 2
@@ -39,6 +41,7 @@
 #include "worker/tensor_io.h"
 #include "worker/experiment_tasks.h"
 #include "worker/trainer.h"
+#include "worker/lease_loop.h"
 #include "worker/worker_group.h"
 #include "worker/worker_tasks.h"
 
@@ -49,11 +52,18 @@ extern "C" void on_stop_signal(int) { g_stop_training = true; }  // healing chec
 
 int worker_main(int argc, char** argv) {
   ArgParser p("layerprune-worker",
-              "An MPI program: groups of --tp ranks run tensor-parallel forward passes of the tasks in --tasks\n"
-              "(JSONL, see worker/worker_tasks.h). Start it with mpirun -np (tp x groups).");
+              "An MPI program: groups of --tp ranks run tasks tensor-parallel, leased from the coordinator\n"
+              "(--coordinator) or read from a JSONL file (--tasks, see worker/worker_tasks.h). Start it with\n"
+              "mpirun -np (tp x groups).");
   p.option("tp", "ranks per tensor-parallel group (the world size must be a multiple)", "1")
-      .option("tasks", "tasks file (JSONL, one task per line)")
-      .option("out", "directory for the results (<id>.safetensors, <id>.json)")
+      .option("tasks", "tasks file (JSONL, one task per line); or --coordinator", "")
+      .option("coordinator", "lease tasks from the coordinator at HOST:PORT or the address file it wrote "
+              "(\"\" with no --tasks: $LAYERPRUNE_COORDINATOR)", "")
+      .option("token-file", "the coordinator's shared token (default $LAYERPRUNE_COORDINATOR_TOKEN_FILE)", "")
+      .option("tls-ca", "CA certificate of a coordinator that serves TLS", "")
+      .option("idle-exit", "with --coordinator: exit after this many seconds without a task (0: only when drained)", "0")
+      .flag("stay", "with --coordinator: keep polling when the coordinator has nothing left to do")
+      .option("out", "directory for the results of --tasks (<id>.safetensors, <id>.json)", "")
       .option("work-dir", "healing checkpoints go under <work-dir>/checkpoints/ (default: --out)", "")
       .option("threads", "CPU threads per rank (0: the host's cores divided among its ranks)", "0")
       .option("comm-timeout", "seconds a collective may wait for the other ranks before the job aborts", "600");
@@ -82,7 +92,7 @@ int worker_main(int argc, char** argv) {
   double timeout = p.get_double("comm-timeout");
   w.comm = std::make_shared<CountingCommunicator>(std::make_shared<MpiCommunicator>(g.group_comm, timeout, rank_label));
   w.out_dir = p.get("out");
-  w.work_dir = p.get("work-dir").empty() ? w.out_dir : p.get("work-dir");
+  w.work_dir = p.get("work-dir").empty() ? (w.out_dir.empty() ? "." : w.out_dir) : p.get("work-dir");
   if (!w.leader()) Progress::set_quiet(true);  // progress lines once per group
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
@@ -90,6 +100,19 @@ int worker_main(int argc, char** argv) {
   if (threads <= 0) threads = std::max(1, int(std::thread::hardware_concurrency()) / g.local_ranks);
   configure_threads(threads);
 
+  if (p.get("tasks").empty()) {
+    LeaseLoopOptions lo;
+    lo.coordinator = p.get("coordinator");
+    lo.token_file = p.get("token-file");
+    lo.tls_ca = p.get("tls-ca");
+    lo.exit_when_drained = !p.flag_set("stay");
+    lo.idle_exit_seconds = p.get_double("idle-exit");
+    return run_lease_loop(w, lo);
+  }
+  if (w.out_dir.empty()) {
+    if (w.leader()) std::fprintf(stderr, "layerprune-worker: error: --tasks needs --out\n");
+    return 2;
+  }
   // Rank 0 reads the tasks; a bad file is reported once and every rank of the group exits with 2.
   std::vector<WorkerTask> tasks;
   std::string error;

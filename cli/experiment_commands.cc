@@ -1,0 +1,423 @@
+// The experiment commands: run (local all-in-one), submit, status, cancel, results, curves.
+//
+//   layerprune run experiments/stories260k.yaml
+//       starts a coordinator on an SQLite file in the run's state directory, submits the experiment, starts
+//       worker groups with mpirun, shows progress, and prints the curves at the end. Ctrl-C stops the workers
+//       (healing checkpoints, leases given back) and the coordinator; running the same command again
+//       resumes where it stopped (nothing lost, nothing repeated).
+//   layerprune submit|status|cancel|results|curves --coordinator HOST:PORT|ADDRESS_FILE ...
+//       the same against a running coordinator (a cluster's), or results/curves straight from the
+//       database file with --db.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/experiment_prep.h"
+#include "common/args.h"
+#include "common/error.h"
+#include "common/text_file.h"
+#include "coordinator/client.h"
+#include "coordinator/curves.h"
+#include "coordinator/experiment.h"
+#include "coordinator/store.h"
+
+namespace layerprune::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+void add_coordinator_flags(ArgParser& p) {
+  p.option("coordinator", "HOST:PORT or the address file a coordinator wrote (default $LAYERPRUNE_COORDINATOR)", "")
+      .option("token-file", "the coordinator's shared token (default $LAYERPRUNE_COORDINATOR_TOKEN_FILE)", "")
+      .option("tls-ca", "CA certificate of a coordinator that serves TLS", "");
+}
+
+std::unique_ptr<CoordinatorClient> connect(const ArgParser& p) {
+  return std::make_unique<CoordinatorClient>(find_coordinator(p.get("coordinator"), p.get("token-file"), p.get("tls-ca")));
+}
+
+// "[#######.............]  7/18 points  tasks: 3 done, 1 leased, 7 queued"
+std::string progress_line(const ExperimentStatus& s) {
+  const int width = 24;
+  const int filled = s.points_total ? int(width * s.points_done / s.points_total) : 0;
+  std::string bar = "[" + std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.') + "]";
+  std::string counts;
+  for (const char* state : {"done", "leased", "queued", "blocked", "failed", "cancelled"}) {
+    auto it = s.task_counts.find(state);
+    if (it == s.task_counts.end() || it->second == 0) continue;
+    counts += (counts.empty() ? "" : ", ") + std::to_string(it->second) + " " + state;
+  }
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%s #%lld %s %lld/%lld points  tasks: %s  (%s)", s.name.c_str(),
+                (long long)s.experiment_id, bar.c_str(), (long long)s.points_done, (long long)s.points_total,
+                counts.c_str(), s.state.c_str());
+  return buf;
+}
+
+std::vector<CurveSample> curve_samples(const std::vector<ResultRow>& rows) {
+  std::vector<CurveSample> out;
+  for (const ResultRow& r : rows) {
+    if (r.metric.find('/') != std::string::npos) continue;  // per-subject metrics: in `results`, not the figure
+    out.push_back({r.model, r.strategy, r.healing, r.metric, r.n, r.layers, r.value});
+  }
+  return out;
+}
+
+// Results of an experiment, through the coordinator or from the database file.
+std::vector<ResultRow> fetch_results(const ArgParser& p, int64_t id) {
+  if (!p.get("db").empty()) {
+    if (!fs::exists(p.get("db"))) throw InputError(p.get("db") + ": no such database file");
+    Store store(p.get("db"));
+    return store.results(id);
+  }
+  return connect(p)->query_results(id);
+}
+
+int64_t experiment_id(const ArgParser& p) {
+  const int64_t id = p.get_int("ID");
+  if (id < 1) throw UsageError("experiment id must be >= 1 (see `layerprune status`)");
+  return id;
+}
+
+void print_results(const std::vector<ResultRow>& rows, const std::string& format) {
+  if (format == "json") {
+    json a = json::array();
+    for (const ResultRow& r : rows)
+      a.push_back({{"point", r.point}, {"model", r.model}, {"n", r.n}, {"layers", r.layers},
+                   {"fraction", r.layers ? double(r.n) / double(r.layers) : 0.0}, {"strategy", r.strategy},
+                   {"healing", r.healing}, {"seed", r.seed}, {"metric", r.metric}, {"value", r.value}});
+    std::cout << a.dump() << std::endl;
+    return;
+  }
+  if (format == "csv") {
+    std::printf("point,model,n,layers,fraction,strategy,healing,seed,metric,value\n");
+    for (const ResultRow& r : rows)
+      std::printf("%s,%s,%lld,%lld,%.6f,%s,%s,%llu,%s,%.10g\n", r.point.c_str(), r.model.c_str(), (long long)r.n,
+                  (long long)r.layers, r.layers ? double(r.n) / double(r.layers) : 0.0, r.strategy.c_str(),
+                  r.healing.c_str(), (unsigned long long)r.seed, r.metric.c_str(), r.value);
+    return;
+  }
+  if (format != "table") throw UsageError("--format must be table, csv or json");
+  std::printf("%-44s %-12s %9s\n", "point", "metric", "value");
+  for (const ResultRow& r : rows) std::printf("%-44s %-12s %9.4f\n", r.point.c_str(), r.metric.c_str(), r.value);
+}
+
+// ---- run: child processes ----
+
+// The coordinator and worker programs sit beside this one in a build tree (build/cli/layerprune,
+// build/coordinator/..., build/worker/...) or in the same bin/ directory when installed.
+std::string sibling_program(const std::string& name, const std::string& build_subdir) {
+  const fs::path self = fs::read_symlink("/proc/self/exe");
+  for (const fs::path& candidate : {self.parent_path() / name, self.parent_path().parent_path() / build_subdir / name})
+    if (fs::exists(candidate)) return candidate.string();
+  throw InputError("cannot find " + name + " beside " + self.string() + " (build it: ninja -C build " + name + ")");
+}
+
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    setpgid(0, 0);  // its own process group: the terminal's Ctrl-C reaches only us, we pass it on
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    std::fprintf(stderr, "cannot run %s\n", args[0].c_str());
+    _exit(127);
+  }
+  return pid;
+}
+
+bool exited(pid_t pid, int* status) {
+  int st = 0;
+  const pid_t r = waitpid(pid, &st, WNOHANG);
+  if (r == pid) *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r == pid;
+}
+
+int wait_for(pid_t pid, double seconds) {
+  int status = -1;
+  for (int i = 0; i < int(seconds * 10); ++i) {
+    if (exited(pid, &status)) return status;
+    usleep(100'000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return 137;
+}
+
+std::atomic<int> g_interrupts{0};
+extern "C" void on_interrupt(int) { g_interrupts++; }
+
+std::string tail_of(const std::string& file, size_t bytes) {
+  std::string s;
+  try {
+    s = read_file(file);
+  } catch (const std::exception&) {
+    return "";
+  }
+  return s.size() > bytes ? "..." + s.substr(s.size() - bytes) : s;
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  ArgParser p("run", "Run an experiment on this machine: a coordinator on an SQLite file in --state, the worker\n"
+                     "groups with mpirun, progress while it runs, and the curves at the end. Ctrl-C stops it\n"
+                     "cleanly (healing checkpoints, leases given back); the same command again resumes it.");
+  p.positional("EXPERIMENT", "the experiment YAML (experiments/*.yaml)")
+      .option("state", "directory for the database, converted models, checkpoints and logs (default runs/<name>)", "")
+      .option("groups", "worker groups per tensor-parallel size (each tp ranks)", "1")
+      .option("threads", "CPU threads per worker rank (0: the cores divided among the ranks)", "0")
+      .option("lease-seconds", "the coordinator's lease length (a dead worker's task is re-leased after it)", "60")
+      .option("svg", "write the curves here (default <state>/curves.svg)", "")
+      .option("mpirun", "the MPI launcher", "mpirun");
+  if (!p.parse(argc, argv)) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  Experiment e = parse_experiment_file(p.get("EXPERIMENT"));
+  const std::string state = p.get("state").empty() ? "runs/" + e.name : p.get("state");
+  fs::create_directories(state + "/logs");
+  // Models in a form the workers load (llama2.c checkpoints converted once), then the grid.
+  prepare_models(e, state + "/models");
+  const ExperimentPlan plan = plan_experiment(e);
+  std::fprintf(stderr, "run: %s: %zu grid points, %zu tasks; state in %s\n", e.name.c_str(), plan.points.size(),
+               plan.tasks.size(), state.c_str());
+
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  // The coordinator: loopback only, a fresh port written to the address file.
+  const std::string address_file = state + "/coordinator.address";
+  fs::remove(address_file);
+  const pid_t coordinator =
+      spawn({sibling_program("layerprune-coordinator", "coordinator"), "--db", state + "/layerprune.db", "--listen",
+             "127.0.0.1:0", "--address-file", address_file, "--lease-seconds", p.get("lease-seconds")},
+            state + "/logs/coordinator.log");
+  int status = 0;
+  for (int i = 0; i < 300 && !fs::exists(address_file); ++i) {
+    if (exited(coordinator, &status))
+      throw std::runtime_error("the coordinator exited with status " + std::to_string(status) + ":\n" +
+                               tail_of(state + "/logs/coordinator.log", 2000));
+    usleep(100'000);
+  }
+  if (!fs::exists(address_file)) throw std::runtime_error("the coordinator did not start within 30 s");
+  auto stop_coordinator = [&] {
+    kill(coordinator, SIGTERM);
+    wait_for(coordinator, 20);
+  };
+
+  int exit_status = 0;
+  std::vector<pid_t> workers;
+  try {
+    CoordinatorClient client(find_coordinator(address_file));
+    const SubmitOutcome sub = client.submit(plan);
+    std::fprintf(stderr, "run: experiment #%lld %s (%lld points, %lld tasks)\n", (long long)sub.experiment_id,
+                 sub.existed ? "resumed from the database" : "submitted", (long long)sub.points, (long long)sub.tasks);
+
+    // Worker groups: one mpirun per tensor-parallel size the models need.
+    std::set<int> tps;
+    for (const ModelSpec& m : plan.experiment.models) tps.insert(m.tp);
+    const int groups = int(p.get_int("groups"));
+    if (groups < 1) throw UsageError("--groups must be >= 1");
+    for (int tp : tps) {
+      std::vector<std::string> cmd = {p.get("mpirun"), "--oversubscribe", "-np", std::to_string(tp * groups)};
+      if (geteuid() == 0) cmd.push_back("--allow-run-as-root");  // containers and CI run as root
+      for (const std::string& a : {sibling_program("layerprune-worker", "worker"), std::string("--tp"),
+                                   std::to_string(tp), std::string("--coordinator"), address_file,
+                                   std::string("--work-dir"), state, std::string("--threads"), p.get("threads")})
+        cmd.push_back(a);
+      const std::string log = state + "/logs/workers-tp" + std::to_string(tp) + ".log";
+      workers.push_back(spawn(cmd, log));
+      std::fprintf(stderr, "run: %d worker group(s) of tp %d (log %s)\n", groups, tp, log.c_str());
+    }
+
+    // Progress until the experiment is finished, the workers are gone, or Ctrl-C.
+    ExperimentStatus s;
+    std::string last;
+    std::vector<bool> worker_done(workers.size(), false);
+    while (true) {
+      s = client.watch_status(sub.experiment_id, /*follow=*/false, {}, /*include_tasks=*/true);
+      const std::string line = progress_line(s);
+      if (line != last) std::fprintf(stderr, "%s\n", line.c_str());
+      last = line;
+      if (s.finished || g_interrupts > 0) break;
+      bool any_alive = false;
+      for (size_t i = 0; i < workers.size(); ++i) {
+        int st = 0;
+        if (!worker_done[i] && exited(workers[i], &st)) {
+          worker_done[i] = true;
+          if (st != 0) std::fprintf(stderr, "run: a worker job exited with status %d (log in %s/logs)\n", st, state.c_str());
+        }
+        any_alive = any_alive || !worker_done[i];
+      }
+      if (!any_alive) {
+        exit_status = 1;
+        std::fprintf(stderr, "run: every worker exited before the experiment finished; see %s/logs\n", state.c_str());
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+
+    if (g_interrupts > 0) {
+      std::fprintf(stderr, "run: interrupted: stopping the workers (healing checkpoints, leases given back)...\n");
+      for (size_t i = 0; i < workers.size(); ++i)
+        if (!worker_done[i]) kill(workers[i], SIGTERM);  // mpirun forwards it to every rank
+      for (size_t i = 0; i < workers.size(); ++i)
+        if (!worker_done[i]) wait_for(workers[i], 120);
+      stop_coordinator();
+      std::fprintf(stderr, "run: stopped; run the same command again to resume from %s\n", state.c_str());
+      return 130;
+    }
+    // The workers exit by themselves once the coordinator has nothing left.
+    for (size_t i = 0; i < workers.size(); ++i)
+      if (!worker_done[i]) wait_for(workers[i], 60);
+    for (const TaskStatus& t : s.tasks)
+      if (t.state == "failed") {
+        std::fprintf(stderr, "run: task %s failed after %d attempt(s): %s\n", t.key.c_str(), t.attempts, t.error.c_str());
+        exit_status = 1;
+      }
+
+    const std::vector<CurveSample> samples = curve_samples(client.query_results(sub.experiment_id));
+    if (!samples.empty()) {
+      std::printf("%s", curves_table(samples).c_str());
+      const std::string svg = p.get("svg").empty() ? state + "/curves.svg" : p.get("svg");
+      write_file(svg, curves_svg(samples, e.name));
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("\ncurves: %s; database: %s/layerprune.db (experiment #%lld); %.0fs\n", svg.c_str(), state.c_str(),
+                  (long long)sub.experiment_id, wall);
+    }
+  } catch (...) {
+    for (pid_t w : workers) kill(w, SIGTERM);
+    for (pid_t w : workers) wait_for(w, 60);
+    stop_coordinator();
+    throw;
+  }
+  stop_coordinator();
+  return exit_status;
+}
+
+int submit(int argc, char** argv) {
+  ArgParser p("submit", "Submit an experiment to a running coordinator (idempotent: the same experiment again\n"
+                        "returns its id). llama2.c models are converted into --models first.");
+  p.positional("EXPERIMENT", "the experiment YAML").option("models", "where converted models go", "models");
+  add_coordinator_flags(p);
+  p.flag("json", "print one JSON document");
+  if (!p.parse(argc, argv)) return 0;
+  Experiment e = parse_experiment_file(p.get("EXPERIMENT"));
+  prepare_models(e, p.get("models"));
+  const ExperimentPlan plan = plan_experiment(e);
+  const SubmitOutcome r = connect(p)->submit(plan);
+  if (p.flag_set("json")) {
+    std::cout << json{{"experiment_id", r.experiment_id}, {"existed", r.existed}, {"points", r.points}, {"tasks", r.tasks}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::printf("experiment #%lld %s: %lld grid points, %lld tasks\n", (long long)r.experiment_id,
+                r.existed ? "(already submitted)" : "submitted", (long long)r.points, (long long)r.tasks);
+  }
+  return 0;
+}
+
+int status(int argc, char** argv) {
+  ArgParser p("status", "Progress of experiments: one bar per experiment, or the tasks of one (--tasks).");
+  p.positional("ID", "experiment id (default: every experiment)", "0");
+  add_coordinator_flags(p);
+  p.flag("follow", "keep printing until the experiment is finished (needs ID)")
+      .flag("tasks", "list the experiment's tasks with their state, worker and attempts")
+      .flag("json", "print one JSON document");
+  if (!p.parse(argc, argv)) return 0;
+  auto client = connect(p);
+  const int64_t id = p.get_int("ID");
+  if (id == 0) {
+    for (const ExperimentStatus& s : client->list()) std::printf("%s\n", progress_line(s).c_str());
+    return 0;
+  }
+  ExperimentStatus s = client->watch_status(
+      id, p.flag_set("follow"), [&](const ExperimentStatus& u) { if (p.flag_set("follow")) std::fprintf(stderr, "%s\n", progress_line(u).c_str()); },
+      p.flag_set("tasks"));
+  if (p.flag_set("json")) {
+    json tasks = json::array();
+    for (const TaskStatus& t : s.tasks)
+      tasks.push_back({{"key", t.key}, {"kind", t.kind}, {"model", t.model}, {"state", t.state}, {"worker", t.worker},
+                       {"attempts", t.attempts}, {"failures", t.failures}, {"error", t.error}});
+    std::cout << json{{"experiment_id", s.experiment_id}, {"name", s.name}, {"state", s.state},
+                      {"points_done", s.points_done}, {"points_total", s.points_total},
+                      {"task_counts", s.task_counts}, {"tasks", tasks}}
+                     .dump()
+              << std::endl;
+    return 0;
+  }
+  std::printf("%s\n", progress_line(s).c_str());
+  for (const TaskStatus& t : s.tasks)
+    std::printf("  %-9s %-52s %-9s attempts %d%s%s\n", t.kind.c_str(), t.key.c_str(), t.state.c_str(), t.attempts,
+                t.worker.empty() ? "" : ("  " + t.worker).c_str(), t.error.empty() ? "" : ("  error: " + t.error).c_str());
+  return 0;
+}
+
+int cancel(int argc, char** argv) {
+  ArgParser p("cancel", "Cancel an experiment: queued tasks are dropped, running ones told at their next heartbeat.");
+  p.positional("ID", "experiment id");
+  add_coordinator_flags(p);
+  if (!p.parse(argc, argv)) return 0;
+  const CancelOutcome c = connect(p)->cancel(experiment_id(p));
+  std::printf("experiment #%lld: %lld tasks cancelled, %lld running tasks told to stop\n", (long long)experiment_id(p),
+              (long long)c.cancelled, (long long)c.leased);
+  return 0;
+}
+
+int results(int argc, char** argv) {
+  ArgParser p("results", "The metrics of every finished grid point of an experiment.");
+  p.positional("ID", "experiment id");
+  add_coordinator_flags(p);
+  p.option("db", "read this database file instead of asking a coordinator", "")
+      .option("format", "table, csv or json", "table");
+  if (!p.parse(argc, argv)) return 0;
+  print_results(fetch_results(p, experiment_id(p)), p.get("format"));
+  return 0;
+}
+
+int curves(int argc, char** argv) {
+  ArgParser p("curves", "The paper's Figure 2 for an experiment: each metric against the fraction of layers dropped,\n"
+                        "per strategy and healing variant, as tables and an SVG plot.");
+  p.positional("ID", "experiment id");
+  add_coordinator_flags(p);
+  p.option("db", "read this database file instead of asking a coordinator", "")
+      .option("svg", "write the plot here", "")
+      .option("title", "plot title", "");
+  if (!p.parse(argc, argv)) return 0;
+  const std::vector<CurveSample> samples = curve_samples(fetch_results(p, experiment_id(p)));
+  if (samples.empty()) throw InputError("experiment #" + p.get("ID") + " has no results yet");
+  std::printf("%s", curves_table(samples).c_str());
+  if (!p.get("svg").empty()) {
+    write_file(p.get("svg"), curves_svg(samples, p.get("title")));
+    std::printf("\nplot: %s\n", p.get("svg").c_str());
+  }
+  return 0;
+}
+
+}  // namespace layerprune::cli

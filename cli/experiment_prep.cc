@@ -1,0 +1,50 @@
+#include "cli/experiment_prep.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "worker/llama2c.h"
+
+namespace layerprune::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+std::string where(const Experiment& e, size_t i) {
+  auto it = e.locations.find("models[" + std::to_string(i) + "].path");
+  return it != e.locations.end() ? it->second + ": " : (e.source.empty() ? "" : e.source + ": ");
+}
+}  // namespace
+
+void prepare_models(Experiment& e, const std::string& models_dir) {
+  for (size_t i = 0; i < e.models.size(); ++i) {
+    ModelSpec& m = e.models[i];
+    if (m.format == "hf") {
+      for (const char* f : {"config.json", "tokenizer.model"})
+        if (!fs::exists(fs::path(m.path) / f))
+          throw InputError(where(e, i) + "model " + m.name + ": " + m.path + " has no " + f +
+                           " (a Hugging Face model directory with its SentencePiece tokenizer)");
+      continue;
+    }
+    if (!fs::is_regular_file(m.path)) throw InputError(where(e, i) + "model " + m.name + ": no llama2.c checkpoint at " + m.path);
+    if (!fs::is_regular_file(m.tokenizer))
+      throw InputError(where(e, i) + "model " + m.name + ": no tokenizer at " + m.tokenizer);
+    const std::string out = fs::absolute(fs::path(models_dir) / m.name).lexically_normal().string();
+    if (!fs::exists(out + "/config.json")) {
+      // Into a temporary directory, then renamed: a half-written conversion is never mistaken for a model.
+      const std::string tmp = out + ".partial-" + std::to_string(getpid());
+      fs::remove_all(tmp);
+      convert_llama2c(m.path, m.tokenizer, tmp);
+      fs::remove_all(out);
+      fs::rename(tmp, out);
+      std::fprintf(stderr, "converted %s (llama2.c) -> %s\n", m.path.c_str(), out.c_str());
+    }
+    m.path = out;
+    m.format = "hf";
+    m.tokenizer.clear();
+  }
+}
+
+}  // namespace layerprune::cli
