@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -102,26 +103,43 @@ CoordinatorEndpoint find_coordinator(const std::string& where, const std::string
 struct CoordinatorClient::Impl {
   std::string address;
   ClientOptions options;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::Coordinator::Stub> stub;
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  std::mutex mu;  // guards stub: the heartbeat thread and the main thread share one client
+  std::shared_ptr<v1::Coordinator::Stub> stub;
   int64_t lease_ms = 0, heartbeat_ms = 0;
 
   Impl(std::string addr, ClientOptions opts) : address(std::move(addr)), options(std::move(opts)) {
-    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    creds = grpc::InsecureChannelCredentials();
     if (!options.tls_ca.empty()) {
       grpc::SslCredentialsOptions tls;
       tls.pem_root_certs = read_file(options.tls_ca);
       creds = grpc::SslCredentials(tls);
     }
+    stub = connect();
+  }
+
+  std::shared_ptr<v1::Coordinator::Stub> connect() const {
     grpc::ChannelArguments args;
-    // Reconnect quickly after the coordinator restarts (gRPC's default back-off grows to 2 minutes).
+    // Own subchannels, not gRPC's process-wide pool: a new channel (below) then means a new connection.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     args.SetMaxReceiveMessageSize(256 << 20);
     args.SetMaxSendMessageSize(256 << 20);
-    channel = grpc::CreateCustomChannel(address, creds, args);
-    stub = v1::Coordinator::NewStub(channel);
+    return v1::Coordinator::NewStub(grpc::CreateCustomChannel(address, creds, args));
+  }
+
+  std::shared_ptr<v1::Coordinator::Stub> current() {
+    std::lock_guard<std::mutex> lock(mu);
+    return stub;
+  }
+
+  // After a failed call: a fresh channel. A channel whose coordinator was killed kept answering
+  // "connection refused" for seconds after a new coordinator listened on the same address (measured with
+  // gRPC 1.51), which would leave workers idle (and their leases expiring) after a coordinator restart.
+  void reconnect(const std::shared_ptr<v1::Coordinator::Stub>& failed) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (stub == failed) stub = connect();
   }
 
   void prepare(grpc::ClientContext* ctx, ms timeout) const {
@@ -148,7 +166,8 @@ struct CoordinatorClient::Impl {
       grpc::ClientContext ctx;
       prepare(&ctx, options.rpc_timeout + extra);
       Rep rep;
-      grpc::Status s = (stub.get()->*method)(&ctx, req, &rep);
+      auto used = current();
+      grpc::Status s = (used.get()->*method)(&ctx, req, &rep);
       ++tries;
       if (s.ok()) return rep;
       if (s.error_code() != grpc::StatusCode::UNAVAILABLE && s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED)
@@ -166,6 +185,7 @@ struct CoordinatorClient::Impl {
       }
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, ms(1000));
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) reconnect(used);
     }
   }
 };
@@ -306,7 +326,8 @@ ExperimentStatus CoordinatorClient::watch_status(int64_t experiment_id, bool fol
     grpc::ClientContext ctx;
     if (!impl_->options.token.empty()) ctx.AddMetadata("authorization", "Bearer " + impl_->options.token);
     if (!follow) ctx.set_deadline(std::chrono::system_clock::now() + impl_->options.rpc_timeout);
-    auto reader = impl_->stub->WatchStatus(&ctx, req);
+    auto stub = impl_->current();
+    auto reader = stub->WatchStatus(&ctx, req);
     v1::ExperimentStatus msg;
     bool got = false;
     while (reader->Read(&msg)) {
@@ -325,6 +346,7 @@ ExperimentStatus CoordinatorClient::watch_status(int64_t experiment_id, bool fol
       throw CoordinatorUnavailable("watch status: lost the coordinator at " + impl_->address + " (" +
                                    s.error_message() + ") and could not reconnect");
     std::this_thread::sleep_for(ms(200));
+    impl_->reconnect(stub);
   }
 }
 
