@@ -194,13 +194,14 @@ Store::Store(const std::string& path, StoreOptions options) : options_(std::move
   if (!options_.clock) options_.clock = wall_clock_ms;
   // WAL: readers never block the writer; synchronous=NORMAL: a commit is in the WAL (the OS's page cache)
   // when it returns, so it survives a killed process; only a power loss or OS crash can drop the last
-  // commits before a checkpoint (see coordinator/README.md).
+  // commits before a checkpoint (see coordinator/README.md). A 64 MiB page cache keeps the hot pages of a
+  // big grid (task indexes, attempts) in memory: it halved the time of a lease + report here.
   {
     auto st = db_.prepare("PRAGMA journal_mode=WAL");
     if (!st.step() || st.text(0) != "wal")
       throw std::runtime_error(path + ": cannot switch the database to WAL mode (is it on a network file system?)");
   }
-  db_.exec("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON");
+  db_.exec("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536");
 
   sqlite::Transaction txn(db_);
   bool has_tables = false, has_migrations = false;
@@ -252,11 +253,19 @@ void Store::require_experiment(int64_t experiment_id) {
 }
 
 void Store::require_worker(const std::string& worker_id) {
-  auto st = db_.prepare("UPDATE workers SET last_seen = ?2 WHERE id = ?1");
-  st.bind(1, worker_id).bind(2, now()).run();
-  if (db_.changes() == 0)
-    throw NotFound("unknown worker id \"" + worker_id +
-                   "\": register first (the coordinator's database may have been replaced)");
+  int64_t last_seen = 0;
+  {
+    auto st = db_.prepare("SELECT last_seen FROM workers WHERE id = ?1");
+    if (!st.bind(1, worker_id).step())
+      throw NotFound("unknown worker id \"" + worker_id +
+                     "\": register first (the coordinator's database may have been replaced)");
+    last_seen = st.int64(0);
+  }
+  // last_seen is for people reading the status (to 5 s): not written at every call, which would add a
+  // page to every lease and report transaction.
+  const int64_t t = now();
+  if (t - last_seen > 5000)
+    db_.prepare("UPDATE workers SET last_seen = ?2 WHERE id = ?1").bind(1, worker_id).bind(2, t).run();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -832,7 +841,7 @@ void Store::fail_task(int64_t task_id, const std::string& error) {
     std::vector<std::pair<int64_t, std::string>> next;
     {
       auto st = db_.prepare(
-          "SELECT t.id, t.key FROM task_dependencies d JOIN tasks t ON t.id = d.task_id "
+          "SELECT t.id, t.key FROM task_dependencies d CROSS JOIN tasks t ON t.id = d.task_id "
           "WHERE d.depends_on = ?1 AND t.state IN ('blocked', 'queued')");
       st.bind(1, id);
       while (st.step()) next.emplace_back(st.int64(0), st.text(1));
@@ -852,7 +861,8 @@ void Store::unblock_dependents(int64_t task_id) {
   std::vector<int64_t> ready;
   {
     auto st = db_.prepare(
-        "SELECT t.id FROM task_dependencies d JOIN tasks t ON t.id = d.task_id WHERE d.depends_on = ?1 "
+        // CROSS JOIN keeps SQLite from scanning every blocked task first: start from this task's dependents.
+        "SELECT t.id FROM task_dependencies d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.depends_on = ?1 "
         "AND t.state = 'blocked' AND NOT EXISTS (SELECT 1 FROM task_dependencies d2 JOIN tasks u "
         "ON u.id = d2.depends_on WHERE d2.task_id = t.id AND u.state != 'done')");
     st.bind(1, task_id);
