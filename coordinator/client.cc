@@ -325,7 +325,9 @@ ExperimentStatus CoordinatorClient::watch_status(int64_t experiment_id, bool fol
   for (;;) {
     grpc::ClientContext ctx;
     if (!impl_->options.token.empty()) ctx.AddMetadata("authorization", "Bearer " + impl_->options.token);
-    if (!follow) ctx.set_deadline(std::chrono::system_clock::now() + impl_->options.rpc_timeout);
+    // A followed stream gets a deadline too (the coordinator re-sends the status at least every few
+    // seconds): a coordinator that stops answering is noticed, and the stream is simply reopened.
+    ctx.set_deadline(std::chrono::system_clock::now() + (follow ? 3 : 1) * impl_->options.rpc_timeout);
     auto stub = impl_->current();
     auto reader = stub->WatchStatus(&ctx, req);
     v1::ExperimentStatus msg;
