@@ -1,0 +1,578 @@
+// The coordinator as it runs: the real layerprune-coordinator and noop_worker programs as processes,
+// real gRPC on loopback, the real SQLite file. Workers and the coordinator are killed (-9), paused
+// (SIGSTOP/SIGCONT) and restarted; every run must end with each grid point's rows exactly once and equal
+// to what an uninterrupted run stores.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <tuple>
+
+#include "common/text_file.h"
+#include "coordinator/client.h"
+#include "coordinator/sqlite.h"
+#include "tests/coordinator_fixtures.h"
+#include "tests/test_support.h"
+
+namespace layerprune {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+const std::string kCoordinator = std::string(LAYERPRUNE_BINARY_DIR) + "/coordinator/layerprune-coordinator";
+const std::string kWorker = std::string(LAYERPRUNE_BINARY_DIR) + "/tests/noop_worker";
+
+// A child process (fork + exec), its stdout and stderr in a file. Killed with SIGKILL if still running
+// when destroyed.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& output) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Process() {
+    if (running()) {
+      ::kill(pid_, SIGKILL);
+      ::kill(pid_, SIGCONT);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0 && !status_; }
+  void signal(int sig) { ::kill(pid_, sig); }
+  // The exit status (or 128 + signal) once it ends within `timeout`; nullopt while it runs.
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    const auto until = Clock::now() + timeout;
+    while (!status_) {
+      int st = 0;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        break;
+      }
+      if (Clock::now() >= until) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int count_lines(const std::string& path, const std::string& part) {
+  std::istringstream in(slurp(path));
+  int n = 0;
+  for (std::string line; std::getline(in, line);) n += line.find(part) != std::string::npos;
+  return n;
+}
+
+// Waits until `path` has a line containing `part`; false after `timeout`.
+bool wait_for_line(const std::string& path, const std::string& part, std::chrono::milliseconds timeout = 10s) {
+  const auto until = Clock::now() + timeout;
+  while (Clock::now() < until) {
+    if (count_lines(path, part) > 0) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+// A TCP port on loopback that nothing listens on (bound, read, closed).
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// One coordinator on a database in `dir`, with short leases so that expiry takes a second.
+class Coordinator {
+ public:
+  Coordinator(const testing::TempDir& dir, std::vector<std::string> extra = {}, const std::string& db = "coordinator.db")
+      : dir_(dir), db_(dir.file(db)), extra_(std::move(extra)) {}
+
+  // Starts and waits for its address file; the address, or "" when it did not come up (exit status in
+  // *status when it ended).
+  std::string start(const std::string& listen = "127.0.0.1:0", std::optional<int>* status = nullptr) {
+    static int instances = 0;
+    const std::string address_file = dir_.file("address-" + std::to_string(++instances));
+    std::vector<std::string> argv = {kCoordinator,      "--db",        db_,          "--listen", listen,
+                                     "--address-file",  address_file,  "--lease-seconds", "1",
+                                     "--backoff-seconds", "0.1",       "--max-attempts", "5"};
+    argv.insert(argv.end(), extra_.begin(), extra_.end());
+    process_ = std::make_unique<Process>(argv, dir_.file("coordinator.log"));
+    const auto until = Clock::now() + 15s;
+    while (Clock::now() < until) {
+      if (auto st = process_->wait(0ms)) {
+        if (status) *status = st;
+        return "";
+      }
+      std::error_code ec;
+      if (std::filesystem::exists(address_file, ec)) {
+        address_ = slurp(address_file);
+        while (!address_.empty() && address_.back() == '\n') address_.pop_back();
+        return address_;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return "";
+  }
+  void kill9() {
+    process_->signal(SIGKILL);
+    process_->wait(5s);
+  }
+  // SIGTERM; the exit status.
+  std::optional<int> stop() {
+    process_->signal(SIGTERM);
+    return process_->wait(10s);
+  }
+  const std::string& address() const { return address_; }
+  const std::string& db() const { return db_; }
+  std::string log() const { return slurp(dir_.file("coordinator.log")); }
+
+ private:
+  const testing::TempDir& dir_;
+  std::string db_;
+  std::vector<std::string> extra_;
+  std::unique_ptr<Process> process_;
+  std::string address_;
+};
+
+std::unique_ptr<Process> start_worker(const testing::TempDir& dir, const std::string& address, const std::string& name,
+                                      std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {kWorker, "--coordinator", address, "--name", name, "--log", dir.file(name + ".events"),
+                                   "--wait-ms", "300"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return std::make_unique<Process>(argv, dir.file(name + ".log"));
+}
+
+ClientOptions quick(std::chrono::milliseconds retry_for = 10s) {
+  ClientOptions o;
+  o.retry_for = retry_for;
+  o.rpc_timeout = 5s;
+  return o;
+}
+
+// Polls the status until the experiment is finished; the last status.
+ExperimentStatus wait_finished(CoordinatorClient& c, int64_t id, std::chrono::milliseconds timeout = 60s) {
+  const auto until = Clock::now() + timeout;
+  ExperimentStatus s;
+  while (Clock::now() < until) {
+    s = c.watch_status(id, false, {}, true);
+    if (s.finished) return s;
+    std::this_thread::sleep_for(50ms);
+  }
+  ADD_FAILURE() << "experiment " << id << " not finished after " << timeout.count() << " ms";
+  return s;
+}
+
+// What the no-op workers must have stored for a plan: two metrics per grid point, computed here from the
+// plan alone (tests/coordinator_fixtures.h), sorted as QueryResults sorts them.
+std::vector<ResultRow> expected_results(const Submission& plan) {
+  std::vector<ResultRow> rows;
+  for (const GridPoint& p : plan.points)
+    for (const char* metric : {"accuracy", "loss"}) {
+      const double v = testing::fake_value(p.key + "/" + metric) + (std::string(metric) == "loss" ? 1.0 : 0.0);
+      rows.push_back(ResultRow{p.key, p.model, p.n, p.layers, p.strategy, p.healing, p.seed, metric, v});
+    }
+  return rows;
+}
+
+// Everything a run stored, in a form two runs can be compared by (no ids, times, workers or tokens).
+struct Stored {
+  std::vector<ResultRow> results;
+  nlohmann::json items, distances, provenance;
+};
+Stored stored(CoordinatorClient& c, int64_t id) {
+  return Stored{c.query_results(id), c.query(id, "items"), c.query(id, "distances"), c.query(id, "provenance")};
+}
+
+// Row counts straight from the database file (after the coordinator stopped): each point's rows exactly once.
+void expect_rows_exactly_once(const std::string& db, const Submission& plan) {
+  sqlite::Database d(db);
+  auto one = [&](const std::string& sql) {
+    auto st = d.prepare(sql);
+    st.step();
+    return st.int64(0);
+  };
+  const int64_t points = int64_t(plan.points.size());
+  int64_t distance_tasks = 0;
+  for (const auto& t : plan.tasks) distance_tasks += t.kind == "distances";
+  EXPECT_EQ(one("SELECT COUNT(*) FROM results"), 2 * points);
+  EXPECT_EQ(one("SELECT COUNT(DISTINCT point_id || '/' || metric) FROM results"), 2 * points);
+  EXPECT_EQ(one("SELECT COUNT(*) FROM eval_items"), 3 * points);
+  EXPECT_EQ(one("SELECT COUNT(*) FROM distance_tables"), distance_tasks);
+  EXPECT_EQ(one("SELECT COUNT(*) FROM provenance"), int64_t(plan.tasks.size()));
+  EXPECT_EQ(one("SELECT COUNT(*) FROM tasks WHERE state != 'done'"), 0);
+  EXPECT_EQ(one("SELECT COUNT(*) FROM attempts WHERE outcome = 'done'"), int64_t(plan.tasks.size()))
+      << "one accepted report per task";
+  EXPECT_EQ(one("SELECT COUNT(*) FROM attempts WHERE outcome = 'running'"), 0);
+}
+
+TEST(Coordinator, SubmitLeaseReportAndQueryOverGrpc) {
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  ASSERT_NE(coord.start(), "") << coord.log();
+  CoordinatorClient c(coord.address(), quick());
+  const Submission plan = testing::small_plan("exp");
+  SubmitOutcome s = c.submit(plan);
+  EXPECT_FALSE(s.existed);
+  EXPECT_EQ(s.points, int64_t(plan.points.size()));
+  EXPECT_TRUE(c.submit(plan).existed);
+
+  const std::string w = c.register_worker({"in-test", "localhost", "test", 1});
+  EXPECT_EQ(c.lease_ms(), 1000);
+  int n = 0;
+  bool drained = false;
+  while (auto l = c.lease(w, "", 200ms, &drained)) {
+    EXPECT_EQ(l->lease_ms, 1000);
+    if (l->kind == "evaluate") EXPECT_TRUE(l->dependencies.contains("distances/" + l->model));
+    Verdict v = c.report(w, *l, testing::noop_result(*l));
+    ASSERT_TRUE(v.accepted) << v.reason;
+    EXPECT_TRUE(c.report(w, *l, testing::noop_result(*l)).duplicate);
+    EXPECT_EQ(c.heartbeat(w, *l).action, LeaseAction::kLost);
+    ++n;
+  }
+  EXPECT_TRUE(drained);
+  EXPECT_EQ(n, int(plan.tasks.size()));
+  std::vector<ExperimentStatus> updates;
+  ExperimentStatus st = c.watch_status(s.experiment_id, true, [&](const ExperimentStatus& u) { updates.push_back(u); }, true);
+  EXPECT_TRUE(st.finished);
+  EXPECT_EQ(st.state, "done");
+  EXPECT_EQ(st.points_done, int64_t(plan.points.size()));
+  ASSERT_EQ(st.tasks.size(), plan.tasks.size());
+  EXPECT_EQ(st.tasks[0].worker, w);
+  EXPECT_EQ(updates.size(), 1u);
+  EXPECT_EQ(c.query_results(s.experiment_id), expected_results(plan));
+  EXPECT_EQ(c.query(s.experiment_id, "items", "", plan.points[0].key).size(), 3u);
+  EXPECT_EQ(c.query(s.experiment_id, "distances").size(), 2u);
+  auto list = c.list();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "exp");
+
+  // Errors come back with their gRPC code and a message naming the problem.
+  auto code_of = [&](auto f) {
+    try {
+      f();
+    } catch (const CoordinatorError& e) {
+      return std::make_pair(e.code, std::string(e.what()));
+    }
+    return std::make_pair(0, std::string());
+  };
+  auto [code, msg] = code_of([&] { c.submit(testing::small_plan("exp", {"m1"})); });
+  EXPECT_EQ(code, 6) << msg;  // ALREADY_EXISTS
+  EXPECT_CONTAINS(msg, "different configuration");
+  Submission bad = testing::small_plan("bad");
+  bad.tasks[1].depends_on = {"nothing"};
+  std::tie(code, msg) = code_of([&] { c.submit(bad); });
+  EXPECT_EQ(code, 3) << msg;  // INVALID_ARGUMENT
+  EXPECT_CONTAINS(msg, "depends on \"nothing\"");
+  std::tie(code, msg) = code_of([&] { c.watch_status(999, false); });
+  EXPECT_EQ(code, 5) << msg;  // NOT_FOUND
+  std::tie(code, msg) = code_of([&] { c.query(s.experiment_id, "everything"); });
+  EXPECT_EQ(code, 3) << msg;
+  std::tie(code, msg) = code_of([&] { c.lease("w1-unknown", ""); });
+  EXPECT_EQ(code, 5) << msg;
+  EXPECT_CONTAINS(msg, "register first");
+  EXPECT_EQ(coord.stop(), 0);
+}
+
+TEST(Coordinator, WorkersKilledMidTaskLoseNothing) {
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  ASSERT_NE(coord.start(), "") << coord.log();
+  CoordinatorClient c(coord.address(), quick());
+  const Submission plan = testing::small_plan("exp", {"m1", "m2", "m3"}, 2);
+  const int64_t id = c.submit(plan).experiment_id;
+  const std::vector<std::string> slow = {"--sleep-ms", "300", "--exit-when-drained"};
+  auto a = start_worker(dir, coord.address(), "a", slow);
+  auto b = start_worker(dir, coord.address(), "b", slow);
+  // Kill each of them in the middle of a task.
+  ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased")) << slurp(dir.file("a.log"));
+  std::this_thread::sleep_for(100ms);
+  a->signal(SIGKILL);
+  a->wait(5s);
+  ASSERT_TRUE(wait_for_line(dir.file("b.events"), "reported"));
+  ASSERT_TRUE(wait_for_line(dir.file("b.events"), "leased key", 5s));
+  std::this_thread::sleep_for(100ms);
+  b->signal(SIGKILL);
+  b->wait(5s);
+  auto d = start_worker(dir, coord.address(), "d", slow);
+  auto e = start_worker(dir, coord.address(), "e", slow);
+  ExperimentStatus st = wait_finished(c, id);
+  EXPECT_EQ(st.state, "done");
+  EXPECT_EQ(c.query_results(id), expected_results(plan));
+  int stale = 0;
+  for (const auto& t : st.tasks) stale += t.failures;
+  EXPECT_GE(stale, 2) << "the killed workers' leases expired";
+  EXPECT_EQ(d->wait(10s), 0);
+  EXPECT_EQ(e->wait(10s), 0);
+  EXPECT_EQ(coord.stop(), 0);
+  expect_rows_exactly_once(coord.db(), plan);
+}
+
+TEST(Coordinator, AKilledCoordinatorRestartsAndTheRunEqualsAnUninterruptedOne) {
+  const Submission plan = testing::small_plan("exp", {"m1", "m2", "m3"}, 2);
+  const std::vector<std::string> work = {"--sleep-ms", "200", "--exit-when-drained", "--retry-seconds", "30"};
+  Stored reference;
+  {
+    testing::TempDir dir;
+    Coordinator coord(dir);
+    ASSERT_NE(coord.start(), "") << coord.log();
+    CoordinatorClient c(coord.address(), quick());
+    const int64_t id = c.submit(plan).experiment_id;
+    auto a = start_worker(dir, coord.address(), "a", work);
+    auto b = start_worker(dir, coord.address(), "b", work);
+    EXPECT_EQ(wait_finished(c, id).state, "done");
+    reference = stored(c, id);
+    EXPECT_EQ(coord.stop(), 0);
+  }
+  EXPECT_EQ(reference.results, expected_results(plan));
+
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  const std::string address = coord.start();
+  ASSERT_NE(address, "") << coord.log();
+  int64_t id = 0;
+  {
+    CoordinatorClient c(address, quick());
+    id = c.submit(plan).experiment_id;
+  }
+  auto a = start_worker(dir, address, "a", work);
+  auto b = start_worker(dir, address, "b", work);
+  ASSERT_TRUE(wait_for_line(dir.file("a.events"), "reported"));
+  ASSERT_TRUE(wait_for_line(dir.file("b.events"), "reported"));
+  {
+    CoordinatorClient c(address, quick());
+    ASSERT_FALSE(c.watch_status(id, false).finished) << "the kill must come mid-run";
+  }
+  coord.kill9();  // mid-run: both workers hold leases or are about to report
+  std::this_thread::sleep_for(500ms);
+  ASSERT_EQ(coord.start(address), address) << coord.log();  // same database, same address
+  CoordinatorClient c(address, quick());
+  ExperimentStatus st = wait_finished(c, id);
+  EXPECT_EQ(st.state, "done");
+  Stored resumed = stored(c, id);
+  EXPECT_EQ(resumed.results, reference.results);
+  EXPECT_EQ(resumed.items, reference.items);
+  EXPECT_EQ(resumed.distances, reference.distances);
+  EXPECT_EQ(resumed.provenance, reference.provenance);
+  EXPECT_EQ(a->wait(10s), 0);
+  EXPECT_EQ(b->wait(10s), 0);
+  EXPECT_EQ(coord.stop(), 0);
+  expect_rows_exactly_once(coord.db(), plan);
+  // The restarted coordinator found the workers' open leases and renewed them (they were mid-task: each
+  // task sleeps 200 ms and the RPCs around it take about 1 ms).
+  const std::string log = coord.log();
+  const size_t at = log.rfind(" open lease(s) renewed");
+  ASSERT_NE(at, std::string::npos) << log;
+  EXPECT_GE(std::stoi(log.substr(log.rfind(' ', at - 1) + 1)), 1) << log << slurp(dir.file("a.log")) << slurp(dir.file("b.log"));
+}
+
+TEST(Coordinator, APausedWorkersLateReportIsRejected) {
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  ASSERT_NE(coord.start(), "") << coord.log();
+  CoordinatorClient c(coord.address(), quick());
+  const Submission plan = testing::small_plan("exp", {"m1"}, 1);
+  const int64_t id = c.submit(plan).experiment_id;
+  auto a = start_worker(dir, coord.address(), "a", {"--sleep-ms", "2500", "--max-tasks", "1", "--report-even-if-lost"});
+  ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased key=distances/m1"));
+  a->signal(SIGSTOP);
+  // Its lease (1 s) runs out; b gets the task again and finishes the experiment.
+  auto b = start_worker(dir, coord.address(), "b", {"--exit-when-drained"});
+  ExperimentStatus st = wait_finished(c, id);
+  EXPECT_EQ(st.state, "done");
+  EXPECT_EQ(b->wait(10s), 0);
+  EXPECT_EQ(count_lines(dir.file("b.events"), "leased key=distances/m1"), 1);
+  a->signal(SIGCONT);
+  EXPECT_EQ(a->wait(10s), 0);
+  const std::string events = slurp(dir.file("a.events"));
+  EXPECT_CONTAINS(events, "heartbeat lost key=distances/m1");
+  EXPECT_CONTAINS(events, "rejected key=distances/m1");
+  EXPECT_CONTAINS(events, "expired");
+  EXPECT_EQ(count_lines(dir.file("a.events"), "reported"), 0);
+  EXPECT_EQ(c.query_results(id), expected_results(plan));
+  EXPECT_EQ(coord.stop(), 0);
+  expect_rows_exactly_once(coord.db(), plan);
+  sqlite::Database d(coord.db());
+  auto st2 = d.prepare(
+      "SELECT a.outcome, w.name FROM attempts a JOIN workers w ON w.id = a.worker_id JOIN tasks t ON t.id = a.task_id "
+      "WHERE t.key = 'distances/m1' ORDER BY a.id");
+  std::vector<std::pair<std::string, std::string>> attempts;
+  while (st2.step()) attempts.emplace_back(st2.text(0), st2.text(1));
+  EXPECT_EQ(attempts, (std::vector<std::pair<std::string, std::string>>{{"stale", "a"}, {"done", "b"}}));
+}
+
+TEST(Coordinator, CancelStopsLeasedTasksAtTheirNextHeartbeat) {
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  ASSERT_NE(coord.start(), "") << coord.log();
+  CoordinatorClient c(coord.address(), quick());
+  const Submission plan = testing::small_plan("exp", {"m1"}, 1);
+  const int64_t id = c.submit(plan).experiment_id;
+  auto a = start_worker(dir, coord.address(), "a", {"--sleep-ms", "10000", "--exit-when-drained"});
+  ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased"));
+  const auto t0 = Clock::now();
+  CancelOutcome co = c.cancel(id);
+  EXPECT_EQ(co.leased, 1);
+  EXPECT_EQ(co.cancelled, int64_t(plan.tasks.size()) - 1);
+  EXPECT_EQ(a->wait(10s), 0);
+  EXPECT_LT(Clock::now() - t0, 5s) << "the worker stopped at a heartbeat, not after its 10 s task";
+  EXPECT_TRUE(wait_for_line(dir.file("a.events"), "heartbeat cancel"));
+  EXPECT_TRUE(wait_for_line(dir.file("a.events"), "released key=distances/m1"));
+  ExperimentStatus st = c.watch_status(id, false);
+  EXPECT_TRUE(st.finished);
+  EXPECT_EQ(st.state, "cancelled");
+  EXPECT_EQ(st.task_counts["cancelled"], int64_t(plan.tasks.size()));
+  EXPECT_EQ(coord.stop(), 0);
+}
+
+TEST(Coordinator, SigtermReleasesTheLeaseWithItsCheckpointForTheNextWorker) {
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  ASSERT_NE(coord.start(), "") << coord.log();
+  CoordinatorClient c(coord.address(), quick());
+  const Submission plan = testing::small_plan("exp", {"m1"}, 1);
+  const int64_t id = c.submit(plan).experiment_id;
+  auto a = start_worker(dir, coord.address(), "a", {"--sleep-ms", "10000"});
+  ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased key=distances/m1"));
+  a->signal(SIGTERM);
+  EXPECT_EQ(a->wait(10s), 3);
+  EXPECT_TRUE(wait_for_line(dir.file("a.events"), "released key=distances/m1"));
+  auto b = start_worker(dir, coord.address(), "b", {"--exit-when-drained"});
+  EXPECT_EQ(b->wait(20s), 0);
+  EXPECT_TRUE(wait_for_line(dir.file("b.events"), "leased key=distances/m1 token=", 1s));
+  EXPECT_CONTAINS(slurp(dir.file("b.events")), "attempt=2 checkpoint=noop-checkpoint/distances/m1");
+  ExperimentStatus st = c.watch_status(id, false, {}, true);
+  EXPECT_EQ(st.state, "done");
+  EXPECT_EQ(st.tasks[0].failures, 0) << "a release is not a failed attempt";
+  EXPECT_EQ(coord.stop(), 0);
+}
+
+TEST(Coordinator, OffLoopbackNeedsATokenAndEveryCallIsChecked) {
+  testing::TempDir dir;
+  {
+    Coordinator open_coord(dir, {}, "open.db");
+    std::optional<int> status;
+    EXPECT_EQ(open_coord.start("0.0.0.0:0", &status), "");
+    EXPECT_EQ(status, 2);
+    EXPECT_CONTAINS(open_coord.log(), "refusing to listen on 0.0.0.0:0 without --token-file");
+  }
+  write_file(dir.file("token"), "s3cret-token\n");
+  write_file(dir.file("wrong"), "guess\n");
+  Coordinator coord(dir, {"--token-file", dir.file("token")});
+  const std::string address = coord.start("0.0.0.0:0");
+  ASSERT_NE(address, "") << coord.log();
+  const std::string local = "127.0.0.1:" + address.substr(address.rfind(':') + 1);
+  auto code_of = [&](CoordinatorClient& cl, auto f) {
+    try {
+      f(cl);
+    } catch (const CoordinatorError& e) {
+      return std::make_pair(e.code, std::string(e.what()));
+    }
+    return std::make_pair(0, std::string());
+  };
+  CoordinatorClient none(local, quick());
+  CoordinatorClient wrong(find_coordinator(local, dir.file("wrong")), quick());
+  CoordinatorClient right(find_coordinator(local, dir.file("token")), quick());
+  for (CoordinatorClient* cl : {&none, &wrong}) {
+    auto [code, msg] = code_of(*cl, [](CoordinatorClient& x) { x.list(); });
+    EXPECT_EQ(code, 16) << msg;  // UNAUTHENTICATED
+    EXPECT_CONTAINS(msg, "token");
+    std::tie(code, msg) = code_of(*cl, [](CoordinatorClient& x) { x.register_worker({"w", "h", "v", 1}); });
+    EXPECT_EQ(code, 16) << msg;
+    std::tie(code, msg) = code_of(*cl, [](CoordinatorClient& x) { x.submit(testing::small_plan("exp")); });
+    EXPECT_EQ(code, 16) << msg;
+  }
+  EXPECT_EQ(code_of(right, [](CoordinatorClient& x) { x.submit(testing::small_plan("exp")); }).first, 0);
+  EXPECT_EQ(right.list().size(), 1u);
+  // A worker with the token file works end to end.
+  auto w = start_worker(dir, local, "w", {"--token-file", dir.file("token"), "--exit-when-drained"});
+  EXPECT_EQ(w->wait(20s), 0) << slurp(dir.file("w.log"));
+  EXPECT_EQ(right.watch_status(1, false).state, "done");
+  EXPECT_EQ(coord.stop(), 0);
+}
+
+TEST(Coordinator, TlsFromCertificateFiles) {
+  testing::TempDir dir;
+  const std::string cert = dir.file("cert.pem"), key = dir.file("key.pem");
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+                          "subjectAltName=DNS:localhost -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "the openssl command is not available to make a certificate";
+  Coordinator coord(dir, {"--tls-cert", cert, "--tls-key", key});
+  const std::string address = coord.start("localhost:0");
+  ASSERT_NE(address, "") << coord.log();
+  CoordinatorClient tls(address, {"", cert, 5s, 10s});
+  EXPECT_EQ(tls.list().size(), 0u);
+  CoordinatorClient plain(address, quick(1500ms));
+  EXPECT_THROW(plain.list(), CoordinatorUnavailable);
+  EXPECT_EQ(coord.stop(), 0);
+}
+
+TEST(Coordinator, AnUnreachableCoordinatorIsAClearErrorInBoundedTime) {
+  testing::TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(free_port());
+  CoordinatorClient c(address, quick(1500ms));
+  const auto t0 = Clock::now();
+  try {
+    c.list();
+    FAIL() << "nothing listens on " << address;
+  } catch (const CoordinatorUnavailable& e) {
+    EXPECT_CONTAINS(e.what(), "cannot reach the coordinator at " + address);
+    EXPECT_CONTAINS(e.what(), "tries over");
+  }
+  EXPECT_LT(Clock::now() - t0, 5s);
+  auto w = start_worker(dir, address, "w", {"--retry-seconds", "1"});
+  EXPECT_EQ(w->wait(10s), kExitCoordinatorUnavailable);
+  EXPECT_CONTAINS(slurp(dir.file("w.log")), "cannot reach the coordinator at " + address);
+  auto missing = start_worker(dir, dir.file("no-such-address-file"), "m");
+  EXPECT_EQ(missing->wait(10s), 2);
+  EXPECT_CONTAINS(slurp(dir.file("m.log")), "neither host:port nor an existing address file");
+}
+
+TEST(Coordinator, OneCoordinatorPerDatabase) {
+  testing::TempDir dir;
+  Coordinator first(dir);
+  ASSERT_NE(first.start(), "") << first.log();
+  Coordinator second(dir);
+  std::optional<int> status;
+  EXPECT_EQ(second.start("127.0.0.1:0", &status), "");
+  EXPECT_EQ(status, 2);
+  EXPECT_CONTAINS(second.log(), "another coordinator (pid");
+  EXPECT_EQ(first.stop(), 0);
+}
+
+}  // namespace
+}  // namespace layerprune
