@@ -259,12 +259,18 @@ int run(int argc, char** argv) {
     // Progress until the experiment is finished, the workers are gone, or Ctrl-C.
     ExperimentStatus s;
     std::string last;
+    auto last_print = std::chrono::steady_clock::now();
     std::vector<bool> worker_done(workers.size(), false);
     while (true) {
       s = client.watch_status(sub.experiment_id, /*follow=*/false, {}, /*include_tasks=*/true);
-      const std::string line = progress_line(s);
-      if (line != last) std::fprintf(stderr, "%s\n", line.c_str());
-      last = line;
+      // A line when points finish or tasks fail, else every 15 s (leases come and go too often to print).
+      const std::string key = std::to_string(s.points_done) + " " + s.state + " " +
+                              std::to_string(s.task_counts.count("failed") ? s.task_counts.at("failed") : 0);
+      if (key != last || std::chrono::steady_clock::now() - last_print > std::chrono::seconds(15)) {
+        std::fprintf(stderr, "%s\n", progress_line(s).c_str());
+        last = key;
+        last_print = std::chrono::steady_clock::now();
+      }
       if (s.finished || g_interrupts > 0) break;
       bool any_alive = false;
       for (size_t i = 0; i < workers.size(); ++i) {

@@ -400,7 +400,8 @@ TEST_F(WorkerTp, HealAndEvaluateTasksAtTp2EqualTp1) {
     }
   }
   const nlohmann::json h1 = result(tmp_.file("o1/heal.json")), h2 = result(tmp_.file("o2/heal.json"));
-  EXPECT_LT(std::abs(h1["healing"]["train_loss"].get<double>() - h2["healing"]["train_loss"].get<double>()), 1e-4);
+  EXPECT_LT(std::abs(h1["points"][0]["healing"]["train_loss"].get<double>() -
+                     h2["points"][0]["healing"]["train_loss"].get<double>()), 1e-4);
   const nlohmann::json e1 = result(tmp_.file("o1/eval.json"));
   EXPECT_LT(h1["points"][0]["metrics"]["loss"].get<double>(), e1["points"][2]["metrics"]["loss"].get<double>())
       << "healing lowers the loss of the model with layers 2-3 dropped";
@@ -446,8 +447,8 @@ TEST_F(WorkerTp, SigtermCheckpointsAHealingTaskAndTheNextRunResumesIt) {
   ASSERT_EQ(again.status, 0) << again.err;
   EXPECT_CONTAINS(again.err, "resumed");
   const nlohmann::json a = result(tmp_.file("whole/heal.json")), b = result(out + "/heal.json");
-  EXPECT_EQ(b["healing"]["steps_run"].get<int64_t>(), 30 - at);
-  EXPECT_EQ(a["healing"]["train_loss"], b["healing"]["train_loss"]) << "bit for bit";
+  EXPECT_EQ(b["points"][0]["healing"]["steps_run"].get<int64_t>(), 30 - at);
+  EXPECT_EQ(a["points"][0]["healing"]["train_loss"], b["points"][0]["healing"]["train_loss"]) << "bit for bit";
   EXPECT_EQ(a["points"][0]["metrics"], b["points"][0]["metrics"]);
 }
 

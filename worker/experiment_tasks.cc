@@ -136,13 +136,11 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
     EvaluateStats stats;
     for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation), &stats))
       out_points.push_back(r.to_json());
-    return {{"points", out_points},
-            {"sweep",
-             {{"variants", stats.variants},
-              {"truncated", stats.truncated},
-              {"layer_evals_shared", stats.sweep.layer_evals_shared},
-              {"layer_evals_naive", stats.sweep.layer_evals_naive}}},
-            {"provenance", provenance}};
+    provenance["sweep"] = {{"variants", stats.variants},
+                           {"truncated", stats.truncated},
+                           {"layer_evals_shared", stats.sweep.layer_evals_shared},
+                           {"layer_evals_naive", stats.sweep.layer_evals_naive}};
+    return {{"points", out_points}, {"provenance", provenance}};
   }
   // heal: one point
   if (points.size() != 1) throw InputError("heal task: expected one grid point, found " + std::to_string(points.size()));
@@ -152,8 +150,10 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   HealOutcome o = run_heal(model, cache.tokenizer(), healing, seed, points[0], table, data, eval_options(evaluation), dir,
                            ctx.on_train_step, ctx.abandon);
   if (o.stopped) return {{"stopped", true}, {"checkpoint", o.checkpoint}, {"healing", o.summary()}};
-  out_points.push_back(o.point.to_json());
-  return {{"points", out_points}, {"healing", o.summary()}, {"provenance", provenance}};
+  json point = o.point.to_json();
+  point["healing"] = o.summary();
+  out_points.push_back(point);
+  return {{"points", out_points}, {"provenance", provenance}};
 }
 
 }  // namespace layerprune

@@ -5,8 +5,8 @@
 // Every rank of a tensor-parallel group runs the same task on its shard; all return the same result JSON,
 // which the group's rank 0 reports:
 //   distances: {"distances": <DistanceResult JSON>, "provenance": {...}}
-//   evaluate:  {"points": [PointResult JSON...], "sweep": {...}, "provenance": {...}}
-//   heal:      {"points": [PointResult JSON], "healing": {...}, "provenance": {...}}
+//   evaluate:  {"points": [PointResult JSON...], "provenance": {..., "sweep": {work counts}}}
+//   heal:      {"points": [PointResult JSON + "healing": {steps, train loss, checkpoint...}], "provenance": {...}}
 //              or, stopped by a signal: {"stopped": true, "checkpoint": PATH, ...} (nothing to store)
 // Provenance: code version, model fingerprint, data sha256s, seed, dtype, tp, threads, host.
 #pragma once

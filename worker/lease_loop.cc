@@ -207,6 +207,10 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
         v = client->report(worker_id, *lease, result);
         g.log("task " + key + " done in " + std::to_string(secs).substr(0, 6) + " s" +
               (v.accepted ? "" : "; report rejected: " + v.reason));
+        // A result the coordinator cannot store is a bug, not bad luck: fail the task rather than let its
+        // lease expire and the same result be computed and rejected again (a stale lease's fail is
+        // rejected too, harmlessly).
+        if (!v.accepted && !v.duplicate) client->fail(worker_id, *lease, "result rejected: " + v.reason, false);
       }
     } catch (const std::exception& e) {
       g.log("cannot reach the coordinator after task " + key + ": " + e.what() +
