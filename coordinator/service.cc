@@ -147,14 +147,16 @@ grpc::Status CoordinatorService::WatchStatus(grpc::ServerContext* ctx, const v1:
     if (!st.ok()) return st;
     if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     if (!req->follow() || finished) return grpc::Status::OK;
+    // At most one update a second however fast tasks finish (a status reads the whole experiment's task
+    // list under the store's mutex), and one every few seconds when nothing changes (a keep-alive the
+    // client's deadline relies on).
     {
-      // Wait for a change; at most a few updates per second however fast tasks finish.
       std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; });
       cv_.wait_for(lock, std::chrono::seconds(2), [&] { return generation_ != seen || stopping_; });
       if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
     }
     if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
 }
 
@@ -250,8 +252,9 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
       }
       const auto now = Clock::now();
       if (stopping_ || now >= until || ctx->IsCancelled()) break;
-      // Woken by any change; the 250 ms tick catches back-offs that end without one.
-      cv_.wait_until(lock, std::min(until, now + std::chrono::milliseconds(250)));
+      // Woken by any change; the 500 ms tick catches back-offs that end without one (it also bounds the
+      // empty lease transactions idle workers cause: two per second each).
+      cv_.wait_until(lock, std::min(until, now + std::chrono::milliseconds(500)));
     }
     rep->set_granted(false);
     rep->set_drained(store_.drained());

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -328,10 +329,21 @@ TEST(Coordinator, WorkersKilledMidTaskLoseNothing) {
   std::this_thread::sleep_for(100ms);
   b->signal(SIGKILL);
   b->wait(5s);
+  // A user follows the status stream meanwhile: updates as tasks finish, ending at "done".
+  std::vector<ExperimentStatus> updates;
+  auto followed = std::async(std::launch::async, [&] {
+    CoordinatorClient watcher(coord.address(), quick());
+    return watcher.watch_status(id, true, [&](const ExperimentStatus& u) { updates.push_back(u); });
+  });
   auto d = start_worker(dir, coord.address(), "d", slow);
   auto e = start_worker(dir, coord.address(), "e", slow);
   ExperimentStatus st = wait_finished(c, id);
   EXPECT_EQ(st.state, "done");
+  ASSERT_EQ(followed.wait_for(10s), std::future_status::ready) << "the stream ends when the experiment does";
+  EXPECT_EQ(followed.get().state, "done");
+  ASSERT_GE(updates.size(), 2u);
+  EXPECT_FALSE(updates.front().finished);
+  for (size_t i = 1; i < updates.size(); ++i) EXPECT_GE(updates[i].points_done, updates[i - 1].points_done);
   EXPECT_EQ(c.query_results(id), expected_results(plan));
   int stale = 0;
   for (const auto& t : st.tasks) stale += t.failures;
