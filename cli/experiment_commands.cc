@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -47,11 +48,14 @@ namespace {
 void add_coordinator_flags(ArgParser& p) {
   p.option("coordinator", "HOST:PORT or the address file a coordinator wrote (default $LAYERPRUNE_COORDINATOR)", "")
       .option("token-file", "the coordinator's shared token (default $LAYERPRUNE_COORDINATOR_TOKEN_FILE)", "")
-      .option("tls-ca", "CA certificate of a coordinator that serves TLS", "");
+      .option("tls-ca", "CA certificate of a coordinator that serves TLS", "")
+      .option("retry-seconds", "how long to keep trying an unreachable coordinator before giving up (exit 4)", "30");
 }
 
 std::unique_ptr<CoordinatorClient> connect(const ArgParser& p) {
-  return std::make_unique<CoordinatorClient>(find_coordinator(p.get("coordinator"), p.get("token-file"), p.get("tls-ca")));
+  ClientOptions o;
+  o.retry_for = std::chrono::milliseconds(int64_t(p.get_double("retry-seconds") * 1000));
+  return std::make_unique<CoordinatorClient>(find_coordinator(p.get("coordinator"), p.get("token-file"), p.get("tls-ca")), o);
 }
 
 // "[#######.............]  7/18 points  tasks: 3 done, 1 leased, 7 queued"
@@ -169,9 +173,6 @@ int wait_for(pid_t pid, double seconds) {
   return 137;
 }
 
-std::atomic<int> g_interrupts{0};
-extern "C" void on_interrupt(int) { g_interrupts++; }
-
 std::string tail_of(const std::string& file, size_t bytes) {
   std::string s;
   try {
@@ -181,6 +182,40 @@ std::string tail_of(const std::string& file, size_t bytes) {
   }
   return s.size() > bytes ? "..." + s.substr(s.size() - bytes) : s;
 }
+
+std::string trim(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  return s;
+}
+
+// A process `run` looks after: started in its own process group with its output in a log file, restarted a
+// few times if it dies before the experiment is finished.
+struct Child {
+  std::vector<std::string> args;
+  std::string log;
+  pid_t pid = -1;
+  int restarts = 0, last_status = 0;
+  static constexpr int kMaxRestarts = 5;
+
+  void start() { pid = spawn(args, log); }
+  void restart(const std::string& what, int status) {
+    if (++restarts > kMaxRestarts)
+      throw std::runtime_error(what + " died " + std::to_string(restarts) + " times (last status " +
+                               std::to_string(status) + "); see " + log + ":\n" + tail_of(log, 2000));
+    std::fprintf(stderr, "run: %s exited with status %d; starting it again (log %s)\n", what.c_str(), status, log.c_str());
+    start();
+  }
+  // Waits for it to exit (after `signal`, if not 0), killing it after `seconds`.
+  void stop(int signal, double seconds) {
+    if (pid <= 0) return;
+    if (signal) kill(pid, signal);
+    last_status = wait_for(pid, seconds);
+    pid = -1;
+  }
+};
+
+std::atomic<int> g_interrupts{0};
+extern "C" void on_interrupt(int) { g_interrupts++; }
 
 }  // namespace
 
@@ -211,28 +246,30 @@ int run(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  // The coordinator: loopback only, a fresh port written to the address file.
+  // The coordinator: loopback only, a fresh port written to the address file (kept on a restart).
   const std::string address_file = state + "/coordinator.address";
   fs::remove(address_file);
-  const pid_t coordinator =
-      spawn({sibling_program("layerprune-coordinator", "coordinator"), "--db", state + "/layerprune.db", "--listen",
-             "127.0.0.1:0", "--address-file", address_file, "--lease-seconds", p.get("lease-seconds")},
-            state + "/logs/coordinator.log");
+  Child coordinator{{sibling_program("layerprune-coordinator", "coordinator"), "--db", state + "/layerprune.db",
+                     "--listen", "127.0.0.1:0", "--address-file", address_file, "--lease-seconds",
+                     p.get("lease-seconds")},
+                    state + "/logs/coordinator.log"};
+  coordinator.start();
   int status = 0;
   for (int i = 0; i < 300 && !fs::exists(address_file); ++i) {
-    if (exited(coordinator, &status))
+    if (exited(coordinator.pid, &status))
       throw std::runtime_error("the coordinator exited with status " + std::to_string(status) + ":\n" +
-                               tail_of(state + "/logs/coordinator.log", 2000));
+                               tail_of(coordinator.log, 2000));
     usleep(100'000);
   }
   if (!fs::exists(address_file)) throw std::runtime_error("the coordinator did not start within 30 s");
-  auto stop_coordinator = [&] {
-    kill(coordinator, SIGTERM);
-    wait_for(coordinator, 20);
-  };
+  coordinator.args[4] = trim(read_file(address_file));  // restarts listen where the workers look
 
   int exit_status = 0;
-  std::vector<pid_t> workers;
+  std::vector<Child> workers;
+  auto stop_all = [&] {
+    for (Child& w : workers) w.stop(SIGTERM, 120);  // mpirun forwards it: healing checkpoints, leases back
+    coordinator.stop(SIGTERM, 20);
+  };
   try {
     CoordinatorClient client(find_coordinator(address_file));
     const SubmitOutcome sub = client.submit(plan);
@@ -251,18 +288,30 @@ int run(int argc, char** argv) {
                                    std::to_string(tp), std::string("--coordinator"), address_file,
                                    std::string("--work-dir"), state, std::string("--threads"), p.get("threads")})
         cmd.push_back(a);
-      const std::string log = state + "/logs/workers-tp" + std::to_string(tp) + ".log";
-      workers.push_back(spawn(cmd, log));
-      std::fprintf(stderr, "run: %d worker group(s) of tp %d (log %s)\n", groups, tp, log.c_str());
+      workers.push_back(Child{cmd, state + "/logs/workers-tp" + std::to_string(tp) + ".log"});
+      workers.back().start();
+      std::fprintf(stderr, "run: %d worker group(s) of tp %d (log %s)\n", groups, tp, workers.back().log.c_str());
     }
 
-    // Progress until the experiment is finished, the workers are gone, or Ctrl-C.
+    // Progress until the experiment is finished or Ctrl-C. A process that dies is started again (a killed
+    // worker's task is re-leased when its lease expires and resumes from its checkpoint; a killed
+    // coordinator restarts from its database), a few times at most.
     ExperimentStatus s;
     std::string last;
     auto last_print = std::chrono::steady_clock::now();
-    std::vector<bool> worker_done(workers.size(), false);
-    while (true) {
-      s = client.watch_status(sub.experiment_id, /*follow=*/false, {}, /*include_tasks=*/true);
+    while (g_interrupts == 0) {
+      int st = 0;
+      if (exited(coordinator.pid, &st)) coordinator.restart("the coordinator", st);
+      for (Child& w : workers)
+        if (w.pid > 0 && exited(w.pid, &st)) {
+          w.pid = -1;
+          w.last_status = st;
+        }
+      try {
+        s = client.watch_status(sub.experiment_id, /*follow=*/false, {}, /*include_tasks=*/true);
+      } catch (const CoordinatorUnavailable& e) {
+        continue;  // restarting: the next round restarts it or finds it back
+      }
       // A line when points finish or tasks fail, else every 15 s (leases come and go too often to print).
       const std::string key = std::to_string(s.points_done) + " " + s.state + " " +
                               std::to_string(s.task_counts.count("failed") ? s.task_counts.at("failed") : 0);
@@ -271,37 +320,20 @@ int run(int argc, char** argv) {
         last = key;
         last_print = std::chrono::steady_clock::now();
       }
-      if (s.finished || g_interrupts > 0) break;
-      bool any_alive = false;
-      for (size_t i = 0; i < workers.size(); ++i) {
-        int st = 0;
-        if (!worker_done[i] && exited(workers[i], &st)) {
-          worker_done[i] = true;
-          if (st != 0) std::fprintf(stderr, "run: a worker job exited with status %d (log in %s/logs)\n", st, state.c_str());
-        }
-        any_alive = any_alive || !worker_done[i];
-      }
-      if (!any_alive) {
-        exit_status = 1;
-        std::fprintf(stderr, "run: every worker exited before the experiment finished; see %s/logs\n", state.c_str());
-        break;
-      }
+      if (s.finished) break;
+      for (Child& w : workers)
+        if (w.pid < 0) w.restart("a worker job", w.last_status);
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
 
     if (g_interrupts > 0) {
       std::fprintf(stderr, "run: interrupted: stopping the workers (healing checkpoints, leases given back)...\n");
-      for (size_t i = 0; i < workers.size(); ++i)
-        if (!worker_done[i]) kill(workers[i], SIGTERM);  // mpirun forwards it to every rank
-      for (size_t i = 0; i < workers.size(); ++i)
-        if (!worker_done[i]) wait_for(workers[i], 120);
-      stop_coordinator();
+      stop_all();
       std::fprintf(stderr, "run: stopped; run the same command again to resume from %s\n", state.c_str());
       return 130;
     }
     // The workers exit by themselves once the coordinator has nothing left.
-    for (size_t i = 0; i < workers.size(); ++i)
-      if (!worker_done[i]) wait_for(workers[i], 60);
+    for (Child& w : workers) w.stop(0, 60);
     for (const TaskStatus& t : s.tasks)
       if (t.state == "failed") {
         std::fprintf(stderr, "run: task %s failed after %d attempt(s): %s\n", t.key.c_str(), t.attempts, t.error.c_str());
@@ -318,12 +350,10 @@ int run(int argc, char** argv) {
                   (long long)sub.experiment_id, wall);
     }
   } catch (...) {
-    for (pid_t w : workers) kill(w, SIGTERM);
-    for (pid_t w : workers) wait_for(w, 60);
-    stop_coordinator();
+    stop_all();
     throw;
   }
-  stop_coordinator();
+  coordinator.stop(SIGTERM, 20);
   return exit_status;
 }
 

@@ -1,6 +1,6 @@
 // layerprune: one program, one subcommand per user action. With --json a subcommand prints one JSON
 // document on stdout (logs and progress go to stderr). Exit status: 0 success, 2 usage or input error,
-// 1 any other failure.
+// 4 coordinator unreachable, 1 any other failure.
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/version.h"
+#include "coordinator/client.h"
 #include "worker/runtime.h"
 
 namespace {
@@ -97,6 +98,8 @@ int main(int argc, char** argv) {
       return c.run(argc - 1, argv + 1);
     } catch (const layerprune::InputError& e) {
       return fail(2, e.what(), json);
+    } catch (const layerprune::CoordinatorUnavailable& e) {
+      return fail(layerprune::kExitCoordinatorUnavailable, e.what(), json);
     } catch (const c10::Error& e) {  // LibTorch's own checks: keep the message, drop its backtrace
       return fail(1, e.what_without_backtrace(), json);
     } catch (const std::exception& e) {
