@@ -225,10 +225,11 @@ std::string CoordinatorClient::register_worker(const WorkerInfo& info) {
 }
 
 std::optional<Lease> CoordinatorClient::lease(const std::string& worker_id, const std::string& loaded_model,
-                                              std::chrono::milliseconds wait, bool* drained) {
+                                              std::chrono::milliseconds wait, bool* drained, int tp) {
   v1::LeaseRequest req;
   req.set_worker_id(worker_id);
   req.set_loaded_model(loaded_model);
+  req.set_tp(tp);
   req.set_wait_ms(wait.count());
   auto rep = impl_->call("lease", &v1::Coordinator::Stub::Lease, req, wait);
   if (drained) *drained = rep.drained();

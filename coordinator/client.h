@@ -76,9 +76,10 @@ class CoordinatorClient {
   int64_t heartbeat_ms() const;
   // The next task, waiting up to `wait` on the coordinator for one (long poll); nullopt when none came.
   // *drained (if given) tells whether nothing at all is left to do.
+  // tp > 0: only tasks of that tensor-parallel size (the group's); 0: any.
   std::optional<Lease> lease(const std::string& worker_id, const std::string& loaded_model,
                              std::chrono::milliseconds wait = std::chrono::milliseconds(5000),
-                             bool* drained = nullptr);
+                             bool* drained = nullptr, int tp = 0);
   HeartbeatAnswer heartbeat(const std::string& worker_id, const Lease& lease, const std::string& checkpoint = "");
   Verdict report(const std::string& worker_id, const Lease& lease, const nlohmann::json& result);
   Verdict fail(const std::string& worker_id, const Lease& lease, const std::string& error, bool retryable = true);

@@ -230,7 +230,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
     const auto until = Clock::now() + std::chrono::milliseconds(std::clamp<int64_t>(req->wait_ms(), 0, options_.max_wait_ms));
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      std::optional<layerprune::Lease> l = store_.lease(req->worker_id(), req->loaded_model());
+      std::optional<layerprune::Lease> l = store_.lease(req->worker_id(), req->loaded_model(), req->tp());
       if (l) {
         changed();
         rep->set_granted(true);

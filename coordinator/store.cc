@@ -137,6 +137,9 @@ CREATE TABLE provenance (
   attempt_id INTEGER NOT NULL REFERENCES attempts(id)
 );
 )sql"},
+    {2, "tasks.tp: the tensor-parallel size of the task's model (a worker group leases only its own size)", R"sql(
+ALTER TABLE tasks ADD COLUMN tp INTEGER NOT NULL DEFAULT 1;
+)sql"},
 };
 
 int64_t wall_clock_ms() {
@@ -271,6 +274,15 @@ void Store::require_worker(const std::string& worker_id) {
 // ---------------------------------------------------------------------------------------------------------
 // Submitting
 
+// The tensor-parallel size a task needs: its payload's model.tp (1 when absent).
+static int64_t task_tp(const TaskSpec& t) {
+  if (t.payload.is_object() && t.payload.contains("model") && t.payload["model"].is_object()) {
+    const auto& tp = t.payload["model"].value("tp", nlohmann::json(1));
+    if (tp.is_number_integer() && tp.get<int64_t>() >= 1) return tp.get<int64_t>();
+  }
+  return 1;
+}
+
 SubmitOutcome Store::submit(const Submission& s) {
   if (s.name.empty()) throw InputError("the experiment has no name");
   nlohmann::json experiment;
@@ -341,8 +353,8 @@ SubmitOutcome Store::submit(const Submission& s) {
   for (size_t i = 0; i < s.tasks.size(); ++i) {
     const TaskSpec& t = s.tasks[i];
     db_.prepare(
-           "INSERT INTO tasks (experiment_id, ordinal, key, kind, model, payload_json, state, updated_at) "
-           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+           "INSERT INTO tasks (experiment_id, ordinal, key, kind, model, payload_json, state, updated_at, tp) "
+           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
         .bind(1, experiment_id)
         .bind(2, int64_t(i))
         .bind(3, t.key)
@@ -351,6 +363,7 @@ SubmitOutcome Store::submit(const Submission& s) {
         .bind(6, t.payload.is_null() ? std::string("{}") : t.payload.dump())
         .bind(7, t.depends_on.empty() ? "queued" : "blocked")
         .bind(8, t0)
+        .bind(9, task_tp(t))
         .run();
     const int64_t id = db_.last_insert_id();
     task_ids[t.key] = id;
@@ -410,7 +423,7 @@ std::string Store::register_worker(const WorkerInfo& info) {
   return id;
 }
 
-std::optional<Lease> Store::lease(const std::string& worker_id, const std::string& loaded_model) {
+std::optional<Lease> Store::lease(const std::string& worker_id, const std::string& loaded_model, int tp) {
   sqlite::Transaction txn(db_);
   require_worker(worker_id);
   const int64_t t = now();
@@ -418,14 +431,15 @@ std::optional<Lease> Store::lease(const std::string& worker_id, const std::strin
   std::optional<int64_t> task_id;
   if (!loaded_model.empty()) {
     auto st = db_.prepare(
-        "SELECT id FROM tasks WHERE state = 'queued' AND model = ?1 AND not_before <= ?2 "
+        "SELECT id FROM tasks WHERE state = 'queued' AND model = ?1 AND not_before <= ?2 AND (?3 = 0 OR tp = ?3) "
         "ORDER BY experiment_id, ordinal LIMIT 1");
-    if (st.bind(1, loaded_model).bind(2, t).step()) task_id = st.int64(0);
+    if (st.bind(1, loaded_model).bind(2, t).bind(3, int64_t(tp)).step()) task_id = st.int64(0);
   }
   if (!task_id) {
     auto st = db_.prepare(
-        "SELECT id FROM tasks WHERE state = 'queued' AND not_before <= ?1 ORDER BY experiment_id, ordinal LIMIT 1");
-    if (st.bind(1, t).step()) task_id = st.int64(0);
+        "SELECT id FROM tasks WHERE state = 'queued' AND not_before <= ?1 AND (?2 = 0 OR tp = ?2) "
+        "ORDER BY experiment_id, ordinal LIMIT 1");
+    if (st.bind(1, t).bind(2, int64_t(tp)).step()) task_id = st.int64(0);
   }
   std::optional<Lease> lease;
   if (task_id) lease = grant(*task_id, worker_id);

@@ -95,7 +95,8 @@ class Store {
   std::string register_worker(const WorkerInfo& info);
   // The next ready task (dependencies done, not in back-off), preferring `loaded_model`, then experiment
   // and plan order; nullopt when none. InputError for an unknown worker id.
-  std::optional<Lease> lease(const std::string& worker_id, const std::string& loaded_model);
+  // tp > 0: only tasks whose model runs at that tensor-parallel size (a worker group's size); 0: any.
+  std::optional<Lease> lease(const std::string& worker_id, const std::string& loaded_model, int tp = 0);
   HeartbeatAnswer heartbeat(const std::string& worker_id, int64_t task_id, int64_t token,
                             const std::string& checkpoint);
   Verdict report(const std::string& worker_id, int64_t task_id, int64_t token, const std::string& result_json);

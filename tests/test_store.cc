@@ -195,6 +195,28 @@ TEST(Store, LeasePrefersTheWorkersLoadedModelThenExperimentOrder) {
   EXPECT_EQ(l->task_key, "heal/m1/n=1/simple/qlora/seed=0");
 }
 
+TEST(Store, AWorkerGroupLeasesOnlyTasksOfItsTensorParallelSize) {
+  Fixture f;
+  Store s = f.open();
+  Submission plan = small_plan("tp", {"small", "big"});
+  for (TaskSpec& t : plan.tasks)
+    if (t.model == "big") t.payload["model"]["tp"] = 2;  // the model's tp, as plan_experiment writes it
+  s.submit(plan);
+  const std::string w = worker(s);
+  for (int i = 0; i < 3; ++i) {  // the big model's distances task, then the tasks it unblocks once done
+    auto l = s.lease(w, "", 2);
+    ASSERT_TRUE(l) << i;
+    EXPECT_EQ(l->model, "big");
+    ASSERT_TRUE(report_noop(s, w, *l).accepted);
+  }
+  EXPECT_EQ(count(s, "SELECT COUNT(*) FROM tasks WHERE tp = 2"), 4);
+  auto one = s.lease(w, "big", 1);  // a tp-1 group gets the small model's tasks even when it holds "big"
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->model, "small");
+  auto any = s.lease(w, "", 0);  // 0: any size (tools, the no-op worker)
+  ASSERT_TRUE(any);
+}
+
 TEST(Store, AnExpiredLeaseIsStaleItsTaskRetriedAfterBackoffAndItsTokenFenced) {
   Fixture f;
   Store s = f.open();

@@ -138,7 +138,8 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
       json m;
       try {
         bool drained = false;
-        lease = client->lease(worker_id, g.cache ? g.cache->loaded_name() : "", std::chrono::milliseconds(2000), &drained);
+        lease = client->lease(worker_id, g.cache ? g.cache->loaded_name() : "", std::chrono::milliseconds(2000), &drained,
+                              g.groups.tp);
         const double idle = std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_since).count();
         if (lease)
           m = lease_message(*lease);

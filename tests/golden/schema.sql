@@ -90,7 +90,7 @@ CREATE TABLE tasks (
   cancel_requested INTEGER NOT NULL DEFAULT 0,
   result_json TEXT,
   error TEXT,
-  updated_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL, tp INTEGER NOT NULL DEFAULT 1,
   UNIQUE (experiment_id, key)
 );
 CREATE TABLE workers (
