@@ -648,21 +648,7 @@ void from_json(const json& j, EvaluationSpec& e) {
   read_if(j, "batch_size", e.batch_size, w);
 }
 
-json GridPoint::to_json() const {
-  return json{{"key", key},         {"model", model},     {"n", n},       {"layers", layers},
-              {"fraction", fraction()}, {"strategy", strategy}, {"healing", healing}, {"seed", seed}};
-}
-void from_json(const json& j, GridPoint& p) {
-  require_object(j, "grid point");
-  const char* w = "grid point";
-  read_if(j, "key", p.key, w);
-  read_if(j, "model", p.model, w);
-  read_if(j, "n", p.n, w);
-  read_if(j, "layers", p.layers, w);
-  read_if(j, "strategy", p.strategy, w);
-  read_if(j, "healing", p.healing, w);
-  read_if(j, "seed", p.seed, w);
-}
+// GridPoint's JSON (the wire form too) is in submission.cc.
 
 json Experiment::to_json() const {
   json j{{"name", name}, {"source", source}, {"fractions", fractions}, {"layer_counts", layer_counts},

@@ -138,7 +138,8 @@ void to_json(nlohmann::json& j, const HealingSpec& h);
 void from_json(const nlohmann::json& j, HealingSpec& h);
 void to_json(nlohmann::json& j, const EvaluationSpec& e);
 void from_json(const nlohmann::json& j, EvaluationSpec& e);
-void from_json(const nlohmann::json& j, GridPoint& p);  // the inverse of GridPoint::to_json
+// The inverse of GridPoint::to_json (both in submission.cc); InputError naming a missing or mistyped field.
+void from_json(const nlohmann::json& j, GridPoint& p);
 
 // Syntax and schema errors throw InputError "<source>:<line>:<column>: <what was expected>".
 // Paths: ${VAR} expands from the environment (${LAYERPRUNE_DATA} defaults to the first data root of

@@ -22,13 +22,12 @@ Submission make_submission(const ExperimentPlan& plan, std::string experiment_js
   return Submission{plan.experiment.name, std::move(experiment_json), plan.points, plan.tasks};
 }
 
-nlohmann::json grid_point_json(const GridPoint& p) {
-  return {{"key", p.key},           {"model", p.model},     {"n", p.n},      {"layers", p.layers},
-          {"strategy", p.strategy}, {"healing", p.healing}, {"seed", p.seed}};
+nlohmann::json GridPoint::to_json() const {
+  return {{"key", key},   {"model", model},       {"n", n},           {"layers", layers}, {"fraction", fraction()},
+          {"strategy", strategy}, {"healing", healing}, {"seed", seed}};
 }
 
-GridPoint grid_point_from_json(const nlohmann::json& j) {
-  GridPoint p;
+void from_json(const nlohmann::json& j, GridPoint& p) {
   p.key = field<std::string>(j, "key", "grid point");
   p.model = field<std::string>(j, "model", "grid point");
   p.n = field<int64_t>(j, "n", "grid point");
@@ -36,7 +35,6 @@ GridPoint grid_point_from_json(const nlohmann::json& j) {
   p.strategy = field<std::string>(j, "strategy", "grid point");
   p.healing = field<std::string>(j, "healing", "grid point");
   p.seed = field<uint64_t>(j, "seed", "grid point");
-  return p;
 }
 
 nlohmann::json task_spec_json(const TaskSpec& t) {
@@ -57,7 +55,7 @@ TaskSpec task_spec_from_json(const nlohmann::json& j) {
 
 nlohmann::json points_json(const std::vector<GridPoint>& points) {
   nlohmann::json a = nlohmann::json::array();
-  for (const auto& p : points) a.push_back(grid_point_json(p));
+  for (const auto& p : points) a.push_back(p.to_json());
   return a;
 }
 
@@ -71,7 +69,7 @@ std::vector<GridPoint> points_from_json(const nlohmann::json& j) {
   if (!j.is_array()) throw InputError("grid points: expected a JSON array");
   std::vector<GridPoint> v;
   v.reserve(j.size());
-  for (const auto& p : j) v.push_back(grid_point_from_json(p));
+  for (const auto& p : j) v.push_back(p.get<GridPoint>());
   return v;
 }
 

@@ -22,9 +22,8 @@ struct Submission {
 // do not link the experiment library (tests, the bench) can build a Submission by hand.
 Submission make_submission(const ExperimentPlan& plan, std::string experiment_json);
 
-// GridPoint <-> {"key","model","n","layers","strategy","healing","seed"}.
-nlohmann::json grid_point_json(const GridPoint& p);
-GridPoint grid_point_from_json(const nlohmann::json& j);
+// GridPoint <-> {"key","model","n","layers","fraction","strategy","healing","seed"}: GridPoint::to_json and
+// from_json (coordinator/experiment.h) are defined in submission.cc, the wire form's one home.
 // TaskSpec <-> {"key","kind","model","depends_on","points","payload"}.
 nlohmann::json task_spec_json(const TaskSpec& t);
 TaskSpec task_spec_from_json(const nlohmann::json& j);

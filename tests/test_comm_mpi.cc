@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "worker/comm.h"
+#include "tests/mpi_test_main.h"
 #include "worker/mpi_comm.h"
 
 namespace layerprune {
@@ -104,18 +105,4 @@ TEST(CountingComm, CountsCallsAndBytes) {
 }  // namespace
 }  // namespace layerprune
 
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {  // one report, from rank 0 (failures on other ranks still set the exit status)
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS();
-  int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return any_failed;
-}
+int main(int argc, char** argv) { return layerprune::testing::run_mpi_tests(argc, argv); }

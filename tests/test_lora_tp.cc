@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/progress.h"
 #include "tests/llama_shapes.h"
+#include "tests/mpi_test_main.h"
 #include "tests/test_support.h"
 #include "worker/llama.h"
 #include "worker/lora.h"
@@ -196,16 +197,6 @@ TEST(LoraTp, ReplicatedKvHeadsRefuseKvAdapters) {
 }  // namespace layerprune
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {  // one rank prints; every rank's failures still fail the run (exit status)
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
   layerprune::Progress::set_quiet(true);
-  int status = RUN_ALL_TESTS();
-  MPI_Finalize();
-  return status;
+  return layerprune::testing::run_mpi_tests(argc, argv);
 }

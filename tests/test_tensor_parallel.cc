@@ -413,7 +413,7 @@ TEST_F(WorkerTp, SigtermCheckpointsAHealingTaskAndTheNextRunResumesIt) {
   LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
   const std::string dir = tmp_.file("stories260K");
   convert_llama2c(bin, tok, dir);
-  ExperimentTasks t(dir, 30, 2);
+  ExperimentTasks t(dir, 240, 2);  // about 8 s of training (30 steps/s): the signal lands mid-run
   write_file(tmp_.file("tasks.jsonl"), t.heal.dump() + "\n");
   const std::string args = "--tasks " + tmp_.file("tasks.jsonl") + " --out ";
   MpiRun whole = mpirun(1, args + tmp_.file("whole"));
@@ -440,14 +440,14 @@ TEST_F(WorkerTp, SigtermCheckpointsAHealingTaskAndTheNextRunResumesIt) {
   ASSERT_TRUE(stopped.value("stopped", false)) << stopped.dump();
   const int64_t at = stopped["healing"]["final_step"];
   EXPECT_GE(at, 2);
-  EXPECT_LT(at, 30) << "the signal came mid-training";
+  EXPECT_LT(at, 240) << "the signal came mid-training";
 
   // The same task again (a re-lease): resumes from the newest checkpoint and ends where the whole run did.
   MpiRun again = mpirun(1, args + out);
   ASSERT_EQ(again.status, 0) << again.err;
   EXPECT_CONTAINS(again.err, "resumed");
   const nlohmann::json a = result(tmp_.file("whole/heal.json")), b = result(out + "/heal.json");
-  EXPECT_EQ(b["points"][0]["healing"]["steps_run"].get<int64_t>(), 30 - at);
+  EXPECT_EQ(b["points"][0]["healing"]["steps_run"].get<int64_t>(), 240 - at);
   EXPECT_EQ(a["points"][0]["healing"]["train_loss"], b["points"][0]["healing"]["train_loss"]) << "bit for bit";
   EXPECT_EQ(a["points"][0]["metrics"], b["points"][0]["metrics"]);
 }
