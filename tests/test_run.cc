@@ -273,6 +273,34 @@ TEST_F(Run, ACoordinatorKilledMidRunRestartsFromItsDatabase) {
   EXPECT_EQ(results_of(file("c/layerprune.db"), file("q.err")), want) << "nothing lost, nothing repeated";
 }
 
+TEST_F(Run, CtrlCStopsCleanlyAndTheSameCommandResumes) {
+  const auto want = reference(300);
+  write_file(file("i.yaml"), mini_yaml(300));
+  const std::string args = "run " + file("i.yaml") + " --state " + file("i");
+  {
+    Background bg(args, tmp_.path());
+    const std::string ckpt = file("i/checkpoints/mini/heal");
+    ASSERT_TRUE(wait_until([&] {
+      std::error_code ec;
+      for (const auto& e : fs::recursive_directory_iterator(ckpt, ec))
+        if (e.path().filename() == "step-000004.safetensors") return true;
+      return false;
+    }, 120)) << read_log(bg.err);
+    kill(bg.pid, SIGINT);  // what the terminal sends on Ctrl-C
+    EXPECT_EQ(bg.wait(120), 130) << read_log(bg.err);
+    const std::string err = read_log(bg.err);
+    EXPECT_CONTAINS(err, "run the same command again to resume");
+    EXPECT_CONTAINS(read_log(file("i/logs/workers-tp1.log")), "lease given back");
+  }
+  EXPECT_TRUE(pids_matching("layerprune-worker --tp 1 --coordinator " + file("i")).empty()) << "no worker left running";
+  EXPECT_TRUE(pids_matching("layerprune-coordinator --db " + file("i")).empty()) << "no coordinator left running";
+  CliRun again = run(args, file("again.err"));
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_CONTAINS(again.err, "resumed from the database");
+  EXPECT_CONTAINS(read_log(file("i/logs/workers-tp1.log")), "resumed");
+  EXPECT_EQ(results_of(file("i/layerprune.db"), file("q.err")), want);
+}
+
 TEST_F(Run, BadInputsExitWithClearErrorsAndLeaveNothingBehind) {
   // Malformed YAML: file:line:column, exit 2, no state written.
   write_file(file("bad.yaml"), mini_yaml(4) + "  mmlu: {shots: five}\n");
