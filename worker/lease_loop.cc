@@ -203,7 +203,9 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
       } else if (result.value("stopped", false)) {
         const std::string ckpt = result.value("checkpoint", std::string());
         v = client->release(worker_id, *lease, ckpt, lost.empty() ? "stopped by a signal" : lost);
-        g.log("task " + key + " stopped at its checkpoint " + ckpt + "; lease given back");
+        g.log("task " + key + " stopped at its checkpoint " + ckpt + "; " +
+              (v.accepted ? "lease given back" : "release not accepted (" + v.reason + ")") +
+              (lost.empty() ? "" : " after " + lost));
       } else {
         v = client->report(worker_id, *lease, result);
         g.log("task " + key + " done in " + std::to_string(secs).substr(0, 6) + " s" +
