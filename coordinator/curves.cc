@@ -106,6 +106,15 @@ std::vector<Panel> build_panels(const std::vector<CurveSample>& samples) {
           sum[s->n].second += 1;
         }
         for (const auto& [n, acc] : sum) c.values[n] = acc.first / acc.second;
+        // A healed curve whose unpruned model was not healed (heal_unpruned: false) starts where the model
+        // is before any pruning or healing: the unhealed n = 0 point.
+        if (!c.values.count(0)) {
+          double total = 0;
+          int count = 0;
+          for (const CurveSample* s : mine)
+            if (s->n == 0 && s->healing == "off" && std::isfinite(s->value)) total += s->value, count += 1;
+          if (count) c.values[0] = total / count;
+        }
       }
       panels.push_back(std::move(p));
     }

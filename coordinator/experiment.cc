@@ -155,6 +155,15 @@ class Reader {
     return s;
   }
 
+  // true / false (YAML's plain booleans; a quoted "true" is a string).
+  bool boolean(const Field& f) const {
+    const std::string s = f.value.IsScalar() && f.value.Tag() != "!" ? f.value.Scalar() : std::string();
+    if (s == "true") return true;
+    if (s == "false") return false;
+    fail(f, "expected true or false, found " + found(f.value));
+    return false;
+  }
+
   // Numbers must be plain scalars: a quoted "8" is a string, and saying so catches a YAML mistake early.
   int64_t integer(const Field& f, int64_t min) const {
     const std::string expected = "an integer >= " + std::to_string(min);
@@ -317,7 +326,7 @@ void read_pruning(const Reader& r, const Field& f, Experiment& e) {
 HealingSpec read_healing_entry(const Reader& r, const Field& f) {
   static const std::vector<std::string> known = {
       "name", "quant", "rank", "alpha", "dropout", "targets", "train_data", "steps", "global_batch", "micro_batch",
-      "seq_len", "warmup", "lr", "min_lr_ratio", "checkpoint_every", "train_range"};
+      "seq_len", "warmup", "lr", "min_lr_ratio", "checkpoint_every", "train_range", "heal_unpruned"};
   HealingSpec h;
   h.enabled = true;
   bool named = false;
@@ -368,6 +377,8 @@ HealingSpec read_healing_entry(const Reader& r, const Field& f) {
       h.checkpoint_every = r.integer(x, 0);
     } else if (k == "train_range") {
       std::tie(h.train_begin, h.train_end) = r.range(x);
+    } else if (k == "heal_unpruned") {
+      h.heal_unpruned = r.boolean(x);
     }
   }
   if (!named) h.name = h.quant == "nf4" ? "qlora" : "lora";
@@ -586,7 +597,8 @@ void to_json(json& j, const HealingSpec& h) {
            {"min_lr_ratio", h.min_lr_ratio},
            {"checkpoint_every", h.checkpoint_every},
            {"train_begin", h.train_begin},
-           {"train_end", h.train_end}};
+           {"train_end", h.train_end},
+           {"heal_unpruned", h.heal_unpruned}};
 }
 void from_json(const json& j, HealingSpec& h) {
   require_object(j, "healing");
@@ -609,6 +621,7 @@ void from_json(const json& j, HealingSpec& h) {
   read_if(j, "checkpoint_every", h.checkpoint_every, w);
   read_if(j, "train_begin", h.train_begin, w);
   read_if(j, "train_end", h.train_end, w);
+  read_if(j, "heal_unpruned", h.heal_unpruned, w);
 }
 
 void to_json(json& j, const EvaluationSpec& e) {
@@ -796,6 +809,7 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
       for (const std::string& s : strategies)
         for (const HealingSpec& h : e.healing)
           for (uint64_t seed : e.seeds) {
+            if (n == 0 && h.enabled && !h.heal_unpruned) continue;
             GridPoint p;
             p.model = m.name;
             p.n = n;

@@ -61,6 +61,9 @@ struct HealingSpec {
   int64_t steps = 5000, global_batch = 16, micro_batch = 4, seq_len = 512, warmup = 100;
   double lr = 2e-4, min_lr_ratio = 0.0;
   int64_t checkpoint_every = 100;
+  // Also heal the unpruned model (n = 0): fine-tuning alone, a point of its own. false saves a full
+  // healing run per model; the healed curves then start from the unpruned model's numbers.
+  bool heal_unpruned = true;
 };
 
 struct EvaluationSpec {

@@ -211,9 +211,11 @@ TEST(Experiment, Llama2PaperGridsWithTheRealConfigs) {
     for (const GridPoint& p : plan.points)
       if (depths.empty() || depths.back() != p.n) depths.push_back(p.n);
     EXPECT_EQ(depths, g.depths);
-    // (1 + 18 x 2) points per healing variant, two variants; tasks: distances + evaluate + one heal per healed point.
-    EXPECT_EQ(plan.points.size(), 74u);
-    EXPECT_EQ(plan.tasks.size(), 2u + 37u);
+    // (1 + 18 x 2) points without healing, 18 x 2 healed (heal_unpruned: false: the unpruned model is not
+    // healed); tasks: distances + evaluate + one heal per healed point.
+    EXPECT_FALSE(e.healing[1].heal_unpruned);
+    EXPECT_EQ(plan.points.size(), 73u);
+    EXPECT_EQ(plan.tasks.size(), 2u + 36u);
     expect_consistent(plan);
   }
 }
@@ -276,6 +278,21 @@ TEST(Experiment, UnprunedPointIsOnePerModelHealingAndSeed) {
   EXPECT_EQ(find_task(plan, "evaluate/m/seed=1")->points,
             (std::vector<std::string>{"m/n=0/none/off/seed=1", "m/n=2/similarity/off/seed=1", "m/n=2/simple/off/seed=1"}));
   expect_consistent(plan);
+}
+
+TEST(Experiment, HealUnprunedFalseSkipsHealingTheUnprunedModel) {
+  const std::string yaml = base_yaml("  layers: [0, 2]", "/models/m",
+                                     "healing:\n  - off\n  - train_data: /t.txt\n    heal_unpruned: false\n");
+  const ExperimentPlan plan = plan_experiment(parse_experiment(yaml, "s.yaml"), fixed_layers(4));
+  EXPECT_EQ(point_keys(plan), (std::vector<std::string>{"m/n=0/none/off/seed=0", "m/n=2/similarity/off/seed=0",
+                                                         "m/n=2/similarity/qlora/seed=0", "m/n=2/simple/off/seed=0",
+                                                         "m/n=2/simple/qlora/seed=0"}));
+  expect_consistent(plan);
+  EXPECT_CONTAINS(input_error([] {
+                    parse_experiment(base_yaml("  layers: [1]", "/m", "healing:\n  - train_data: /t\n    heal_unpruned: \"no\"\n"),
+                                     "e.yaml");
+                  }),
+                  "healing[0].heal_unpruned: expected true or false");
 }
 
 TEST(Experiment, TasksAndPayloads) {
@@ -671,6 +688,18 @@ TEST(Curves, TablePerModelAndMetric) {
   std::vector<CurveSample> inconsistent = hand_samples();
   inconsistent.push_back({"m", "simple", "off", "boolq", 1, 5, 0.5});
   EXPECT_CONTAINS(input_error([&] { curves_table(inconsistent); }), "model 'm' has samples with 4 and 5 layers");
+}
+
+TEST(Curves, AHealedCurveWithoutAHealedUnprunedPointStartsFromTheUnprunedModel) {
+  // heal_unpruned: false: no (n = 0, qlora) sample; the healed column takes the unpruned model's value.
+  const std::vector<CurveSample> samples = {{"m", "none", "off", "loss", 0, 4, 1.5},
+                                            {"m", "simple", "off", "loss", 2, 4, 3.0},
+                                            {"m", "simple", "qlora", "loss", 2, 4, 2.0}};
+  EXPECT_EQ(curves_table(samples),
+            "m (L = 4), loss\n"
+            "fraction         n  simple/off  simple/qlora\n"
+            "   0.000         0      1.5000        1.5000\n"
+            "   0.500         2      3.0000        2.0000\n");
 }
 
 // Minimal XML well-formedness: balanced tags, quoted attributes, escaped text. Returns the element names in
