@@ -147,7 +147,9 @@ std::string workers_script(const Experiment& e, const SlurmPaths& p, int tp) {
        "# Slurm). A rank that dies without warning ends its group (--kill-on-bad-exit); its lease expires and the\n"
        "# coordinator re-queues the task from its last checkpoint.\n"
        "requeue=0\n"
-       "trap 'echo \"USR1: time limit near: checkpointing\"; requeue=1; scancel --signal=USR1 \"$SLURM_JOB_ID\"' USR1\n"
+       "# (By array task: the first array task's SLURM_JOB_ID is also the whole array's id.)\n"
+       "trap 'echo \"USR1: time limit near: checkpointing\"; requeue=1\n"
+       "      scancel --signal=USR1 \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"' USR1\n"
        "trap 'echo \"TERM: stopping (checkpoint, lease given back)\"' TERM\n";
   t += "srun --mpi=" + s.mpi + " --kill-on-bad-exit=1 " + shell_quote(p.worker) + " --tp " + tps +
        " --work-dir \"$STATE\" \\\n"
