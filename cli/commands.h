@@ -18,6 +18,7 @@ int plan(int argc, char** argv);
 int prune(int argc, char** argv);
 int results(int argc, char** argv);
 int run(int argc, char** argv);
+int slurm(int argc, char** argv);
 int status(int argc, char** argv);
 int submit(int argc, char** argv);
 int sweep(int argc, char** argv);

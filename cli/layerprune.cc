@@ -30,6 +30,8 @@ const Command kCommands[] = {
     {"submit", "submit an experiment YAML to a running coordinator", layerprune::cli::submit, false},
     {"status", "progress of experiments (per task with --tasks)", layerprune::cli::status, false},
     {"cancel", "cancel an experiment", layerprune::cli::cancel, false},
+    {"slurm", "render, submit or cancel an experiment's Slurm jobs (coordinator + worker arrays)",
+     layerprune::cli::slurm, false},
     {"results", "metrics of every finished grid point (table, CSV, JSON)", layerprune::cli::results, false},
     {"curves", "accuracy and loss against the fraction pruned per strategy x healing (table + SVG)",
      layerprune::cli::curves, false},

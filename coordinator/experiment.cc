@@ -466,9 +466,75 @@ void read_evaluation(const Reader& r, const Field& f, Experiment& e) {
   if (!v.mmlu && !v.boolq && !v.loss) r.fail(f, "expected at least one of mmlu, boolq, loss");
 }
 
+// Slurm's time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (digits, an optional "D-", <= 2 colons).
+bool slurm_time(const std::string& s) {
+  const size_t dash = s.find('-');
+  const std::string rest = dash == std::string::npos ? s : s.substr(dash + 1);
+  if (dash == 0 || rest.empty() || (dash != std::string::npos && s.find_first_not_of("0123456789") != dash)) return false;
+  int colons = 0;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    if (rest[i] == ':') {
+      if (i == 0 || i + 1 == rest.size() || rest[i - 1] == ':') return false;
+      ++colons;
+    } else if (!std::isdigit(static_cast<unsigned char>(rest[i]))) {
+      return false;
+    }
+  }
+  return colons <= 2;
+}
+
+void read_slurm(const Reader& r, const Field& f, Experiment& e) {
+  static const std::vector<std::string> known = {
+      "partition", "account", "qos", "constraint", "time", "coordinator_time", "coordinator", "groups",
+      "max_running", "gpus_per_rank", "cpus_per_rank", "mem", "warning_seconds", "mpi", "lease_seconds",
+      "sbatch_args", "setup"};
+  SlurmSpec& s = e.slurm;
+  // Values go into #SBATCH lines and a shell script: no quotes, spaces or shell syntax in the plain ones.
+  auto word = [&](const Field& x, const std::string& what) {
+    const std::string v = r.string(x, what);
+    for (char c : v)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || std::string("-_.,:+=/@[]&|").find(c) != std::string::npos))
+        r.fail(x, "expected " + what + " (letters, digits and -_.,:+=/@[]&|), found \"" + v + "\"");
+    if (v.empty()) r.fail(x, "expected " + what + ", found an empty string");
+    return v;
+  };
+  for (const Field& x : r.map_fields(f, known)) {
+    const std::string k = x.key.Scalar();
+    if (k == "partition") s.partition = word(x, "a partition name");
+    else if (k == "account") s.account = word(x, "an account name");
+    else if (k == "qos") s.qos = word(x, "a QoS name");
+    else if (k == "constraint") s.constraint = word(x, "a node feature constraint (e.g. a100|h100)");
+    else if (k == "time" || k == "coordinator_time") {
+      const std::string t = r.string(x, "a Slurm time limit");
+      if (!slurm_time(t)) r.fail(x, "expected a Slurm time limit (MM, HH:MM:SS or D-HH:MM:SS), found \"" + t + "\"");
+      (k == "time" ? s.time : s.coordinator_time) = t;
+    } else if (k == "coordinator") s.coordinator = r.choice(x, {"job", "login"});
+    else if (k == "groups") s.groups = r.integer(x, 1);
+    else if (k == "max_running") s.max_running = r.integer(x, 0);
+    else if (k == "gpus_per_rank") s.gpus_per_rank = r.integer(x, 0);
+    else if (k == "cpus_per_rank") s.cpus_per_rank = r.integer(x, 1);
+    else if (k == "mem") {
+      s.mem = r.string(x, "a memory size");
+      const size_t digits = s.mem.find_first_not_of("0123456789");
+      if (digits == 0 || (digits != std::string::npos && (digits + 1 != s.mem.size() || std::string("KMGT").find(s.mem[digits]) == std::string::npos)))
+        r.fail(x, "expected a memory size per node (e.g. 64G, 500000M), found \"" + s.mem + "\"");
+    } else if (k == "warning_seconds") s.warning_seconds = r.integer(x, 0);
+    else if (k == "mpi") s.mpi = word(x, "an srun --mpi plugin (pmix, pmi2, none)");
+    else if (k == "lease_seconds") s.lease_seconds = r.integer(x, 1);
+    else if (k == "sbatch_args") {
+      for (const Field& item : r.list_items(x, "sbatch options (e.g. --exclusive)")) {
+        const std::string a = r.string(item, "an sbatch option");
+        if (a.rfind("--", 0) != 0 || a.find_first_of("\n\r") != std::string::npos)
+          r.fail(item, "expected an sbatch option starting with '--' (e.g. --exclusive), found \"" + a + "\"");
+        s.sbatch_args.push_back(a);
+      }
+    } else if (k == "setup") s.setup = r.string(x, "shell lines (e.g. module load cuda)");
+  }
+}
+
 Experiment read_experiment(const Reader& r, const YAML::Node& root) {
   static const std::vector<std::string> known = {"name",    "models",      "pruning",    "healing",
-                                                 "calibration", "evaluation", "seeds"};
+                                                 "calibration", "evaluation", "seeds",   "slurm"};
   Field doc{YAML::Node(), root, ""};
   if (!root.IsDefined() || root.IsNull())
     throw InputError(r.source() + ":1:1: the experiment is empty; expected a map with keys " + join(known));
@@ -503,6 +569,8 @@ Experiment read_experiment(const Reader& r, const YAML::Node& root) {
     } else if (k == "evaluation") {
       has_evaluation = true;
       read_evaluation(r, x, e);
+    } else if (k == "slurm") {
+      read_slurm(r, x, e);
     } else if (k == "seeds") {
       e.seeds.clear();
       for (const Field& item : r.list_items(x, "seeds (integers >= 0)")) {

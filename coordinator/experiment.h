@@ -81,6 +81,26 @@ struct EvaluationSpec {
   int64_t batch_size = 8;
 };
 
+// How `layerprune slurm` launches the experiment on a Slurm cluster (deploy/slurm/slurm_jobs.h): the YAML's
+// optional `slurm:` section. Launch settings, not science: not part of Experiment::to_json, so changing them
+// neither changes the experiment's identity nor its results.
+struct SlurmSpec {
+  std::string partition, account, qos, constraint;  // "" = the site's default (no #SBATCH line)
+  std::string time = "24:00:00";    // per worker job attempt ([D-]HH:MM:SS); a requeued attempt gets it again
+  std::string coordinator_time;     // the coordinator job's limit ("" = time)
+  std::string coordinator = "job";  // "job": a one-CPU coordinator job; "login": on the submitting host
+  int64_t groups = 1;               // worker array tasks per TP size, each one tensor-parallel group
+  int64_t max_running = 0;          // array throttle (%N); 0 = no limit
+  int64_t gpus_per_rank = 0;        // --gpus-per-task
+  int64_t cpus_per_rank = 1;        // --cpus-per-task (the worker's --threads)
+  std::string mem;                  // per node (--mem), "" = the site's default
+  int64_t warning_seconds = 300;    // --signal=B:USR1@N: checkpoint and requeue this long before the limit
+  std::string mpi = "pmix";         // srun --mpi=
+  int64_t lease_seconds = 120;      // the coordinator's lease (a dead worker's task is re-leased after it)
+  std::vector<std::string> sbatch_args;  // extra #SBATCH lines, e.g. "--exclusive"
+  std::string setup;                // shell lines run before the programs (module load ..., source venv)
+};
+
 struct Experiment {
   std::string name;
   std::string source;          // the YAML file (for messages), "" when parsed from a string
@@ -92,6 +112,7 @@ struct Experiment {
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
   std::vector<uint64_t> seeds = {0};
+  SlurmSpec slurm;             // the `slurm:` section (defaults when absent); not part of to_json
   // Where fields came from in the YAML ("models[0].path" -> "exp.yaml:7:11"), so that errors found later
   // (plan_experiment: n >= L, a missing model) point at the line to edit. Not part of the JSON.
   std::map<std::string, std::string> locations;

@@ -977,8 +977,12 @@ ExperimentStatus Store::status(int64_t experiment_id, bool include_tasks) {
   s.state = cancelled ? "cancelled" : !s.finished ? "running" : s.task_counts["failed"] ? "failed" : "done";
   if (include_tasks) {
     auto st = db_.prepare(
-        "SELECT t.key, t.kind, t.model, t.state, COALESCE(a.worker_id, ''), t.attempt_count, t.failure_count, "
-        "COALESCE(t.error, '') FROM tasks t LEFT JOIN attempts a ON a.id = t.current_attempt "
+        // The worker's Slurm job next to its id ("w3-1a2b3c4d (slurm 1234_5)"): lease_loop.cc names workers
+        // "... slurm JOB_ARRAYTASK" inside a Slurm job.
+        "SELECT t.key, t.kind, t.model, t.state, COALESCE(a.worker_id || CASE WHEN instr(w.name, ' slurm ') > 0 "
+        "THEN ' (' || substr(w.name, instr(w.name, ' slurm ') + 1) || ')' ELSE '' END, a.worker_id, ''), "
+        "t.attempt_count, t.failure_count, COALESCE(t.error, '') FROM tasks t "
+        "LEFT JOIN attempts a ON a.id = t.current_attempt LEFT JOIN workers w ON w.id = a.worker_id "
         "WHERE t.experiment_id = ?1 ORDER BY t.ordinal");
     st.bind(1, experiment_id);
     while (st.step())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up on Debian bookworm: installs every dependency from Debian packages (only those missing), then
 # configures and builds layerprune with CMake + Ninja into ./build. Safe to run again.
-#   BUILD_DIR=build  CMAKE_ARGS="-DTorch_DIR=..."  JOBS=2   (environment overrides)
+#   BUILD_DIR=build  CMAKE_ARGS="-DTorch_DIR=..."  JOBS=2  LAYERPRUNE_WITH_SLURM=1   (environment overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy python3-sentencepiece
 )
+
+# Slurm, only when asked (deploy/test.sh asks: its cluster test starts a one-machine Slurm; deploy/slurm/README.md).
+# Seconds to install; without systemd the daemons do not start by themselves. On a workstation with systemd the
+# packages would enable munge/slurm services, so it is not the default.
+if [ "${LAYERPRUNE_WITH_SLURM:-0}" = 1 ]; then
+  PACKAGES+=(slurm-wlm slurmctld slurmd slurm-client munge)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -3,7 +3,9 @@
 # from $LAYERPRUNE_DATA (default ../shared/data beside the checkout) and skip with a message where absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/setup.sh
+# Slurm packages too: test_slurm_cluster runs a real one-machine Slurm cluster (it skips where Slurm cannot
+# start). LAYERPRUNE_WITH_SLURM=0 leaves them out.
+LAYERPRUNE_WITH_SLURM=${LAYERPRUNE_WITH_SLURM:-1} bash deploy/setup.sh
 export LAYERPRUNE_DATA=${LAYERPRUNE_DATA:-$(cd .. && pwd)/shared/data}
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4  # see worker/runtime.h
 echo "test: data from $LAYERPRUNE_DATA" >&2

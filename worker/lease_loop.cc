@@ -104,8 +104,11 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
       info.host = hostname();
       info.pid = getpid();
       info.code_version = layerprune_version();
-      const char* job = std::getenv("SLURM_JOB_ID");
+      // "slurm 1234_5" for array task 5 of array job 1234 (what squeue and scancel take), else "slurm 1234".
+      const char* array_job = std::getenv("SLURM_ARRAY_JOB_ID");
       const char* array_task = std::getenv("SLURM_ARRAY_TASK_ID");
+      const char* job = array_job && array_task ? array_job : std::getenv("SLURM_JOB_ID");
+      if (!array_job) array_task = nullptr;
       info.name = info.host + ":" + std::to_string(info.pid) + " " + g.label + " tp " + std::to_string(g.groups.tp) +
                   (job ? std::string(" slurm ") + job + (array_task ? std::string("_") + array_task : "") : "");
       worker_id = client->register_worker(info);

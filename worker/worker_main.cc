@@ -96,6 +96,7 @@ int worker_main(int argc, char** argv) {
   if (!w.leader()) Progress::set_quiet(true);  // progress lines once per group
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);  // Slurm's time-limit warning (deploy/slurm/README.md): the same stop
   int threads = int(p.get_int("threads"));
   if (threads <= 0) threads = std::max(1, int(std::thread::hardware_concurrency()) / g.local_ranks);
   configure_threads(threads);

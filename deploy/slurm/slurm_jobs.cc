@@ -1,0 +1,256 @@
+#include "deploy/slurm/slurm_jobs.h"
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace layerprune {
+
+namespace {
+
+std::string sbatch_line(const std::string& option, const std::string& value) {
+  return "#SBATCH --" + option + "=" + value + "\n";
+}
+
+// The site-specific lines both jobs share: partition, account, QoS, and the YAML's extra options.
+std::string site_lines(const SlurmSpec& s) {
+  std::string out;
+  if (!s.partition.empty()) out += sbatch_line("partition", s.partition);
+  if (!s.account.empty()) out += sbatch_line("account", s.account);
+  if (!s.qos.empty()) out += sbatch_line("qos", s.qos);
+  for (const std::string& a : s.sbatch_args) out += "#SBATCH " + a + "\n";
+  return out;
+}
+
+std::string setup_lines(const SlurmSpec& s) {
+  if (s.setup.empty()) return "";
+  std::string text = s.setup;
+  if (text.back() != '\n') text += '\n';
+  return "# The experiment's slurm.setup (environment for the programs):\n" + text;
+}
+
+std::string header(const Experiment& e, const SlurmPaths& p, const std::string& what) {
+  return "#!/bin/bash\n"
+         "# layerprune: " + what + " of experiment '" + e.name + "'.\n"
+         "# Rendered by `layerprune slurm render|submit` from " + p.experiment + "\n"
+         "# (edit the YAML's slurm: section or the command's flags, not this file; deploy/slurm/README.md).\n";
+}
+
+std::string coordinator_script(const Experiment& e, const SlurmPaths& p) {
+  const SlurmSpec& s = e.slurm;
+  const std::string time = s.coordinator_time.empty() ? s.time : s.coordinator_time;
+  std::string t = header(e, p, "the coordinator");
+  t += "# One CPU: it serves the state directory's SQLite database to the worker arrays, submits the experiment\n"
+       "# to itself (idempotent: a requeued attempt finds it in the database), publishes its address for the\n"
+       "# workers, and stops once every task is done or failed.\n";
+  t += sbatch_line("job-name", "lp-" + e.name + "-coordinator");
+  t += sbatch_line("nodes", "1");
+  t += sbatch_line("ntasks", "1");
+  t += sbatch_line("cpus-per-task", "1");
+  t += sbatch_line("mem", "4G");
+  t += sbatch_line("time", time);
+  t += site_lines(s);
+  t += "#SBATCH --requeue\n";
+  t += "#SBATCH --open-mode=append\n";
+  t += sbatch_line("output", p.state + "/logs/coordinator-%j.log");
+  t += "\nset -u\n";
+  t += setup_lines(s);
+  t += "STATE=" + shell_quote(p.state) + "\n";
+  t += "echo \"coordinator job $SLURM_JOB_ID, attempt $((${SLURM_RESTART_COUNT:-0} + 1)), on $(hostname) at $(date -Is)\"\n\n";
+  t += "# A requeued attempt may run on another node: the previous address is stale until this one is up.\n"
+       "rm -f \"$STATE/coordinator.address\" \"$STATE/coordinator.starting\"\n"
+       "# Reachable from the compute nodes, so the shared token is required (the coordinator refuses to bind off\n"
+       "# loopback without one); `layerprune slurm submit` wrote it with mode 0600.\n";
+  t += shell_quote(p.coordinator) + " --db \"$STATE/layerprune.db\" --listen 0.0.0.0:0 \\\n"
+       "    --token-file \"$STATE/coordinator.token\" --address-file \"$STATE/coordinator.starting\" \\\n"
+       "    --lease-seconds " + std::to_string(s.lease_seconds) + " &\n";
+  t += "coordinator=$!\n"
+       "follow=\"\"\n"
+       "# scancel, preemption, the time limit: stop it cleanly (the database keeps everything for the next start).\n"
+       "trap 'kill -TERM $coordinator; [ -n \"$follow\" ] && kill $follow' TERM INT\n"
+       "while [ ! -s \"$STATE/coordinator.starting\" ]; do\n"
+       "  kill -0 $coordinator 2>/dev/null || { echo \"the coordinator did not start\"; exit 1; }\n"
+       "  sleep 0.2\n"
+       "done\n\n";
+  t += "# The experiment goes in before the workers can see the coordinator: a worker that finds nothing to do\n"
+       "# exits.\n"
+       "export LAYERPRUNE_COORDINATOR_TOKEN_FILE=\"$STATE/coordinator.token\"\n";
+  t += "submitted=$(" + shell_quote(p.layerprune) + " submit " + shell_quote(p.experiment) +
+       " --models \"$STATE/models\" \\\n"
+       "    --coordinator \"$STATE/coordinator.starting\" --json) || { kill -TERM $coordinator; wait $coordinator; exit 2; }\n";
+  t += "echo \"$submitted\"\n"
+       "id=$(echo \"$submitted\" | sed -n 's/.*\"experiment_id\":\\([0-9]*\\).*/\\1/p')\n"
+       "mv \"$STATE/coordinator.starting\" \"$STATE/coordinator.address\"  # the workers wait for this file\n\n";
+  t += "# Until the experiment is finished; then 15 s for the workers to hear that nothing is left\n"
+       "# (their next lease answers \"drained\" within 2 s) and exit.\n";
+  t += shell_quote(p.layerprune) +
+       " status \"$id\" --follow --coordinator \"$STATE/coordinator.address\" --retry-seconds 600 &\n"
+       "follow=$!\n"
+       "wait $follow\n"
+       "if kill -0 $coordinator 2>/dev/null; then\n"
+       "  sleep 15\n"
+       "  kill -TERM $coordinator\n"
+       "fi\n"
+       "wait $coordinator\n"
+       "status=$?\n"
+       "echo \"coordinator exited with status $status at $(date -Is)\"\n"
+       "exit $status\n";
+  return t;
+}
+
+std::string workers_script(const Experiment& e, const SlurmPaths& p, int tp) {
+  const SlurmSpec& s = e.slurm;
+  std::string models;
+  for (const ModelSpec& m : e.models)
+    if (m.tp == tp) models += (models.empty() ? "" : ", ") + m.name;
+  const std::string tps = std::to_string(tp);
+  std::string t = header(e, p, "worker groups of tensor-parallel size " + tps);
+  t += "# A job array: each array task is one group of " + tps + " ranks (srun --mpi=" + s.mpi +
+       ") that leases the tasks of the\n"
+       "# models with tp " + tps + " (" + models + ") from the coordinator until none is left.\n";
+  t += sbatch_line("job-name", "lp-" + e.name + "-tp" + tps);
+  t += sbatch_line("array", "0-" + std::to_string(s.groups - 1) +
+                                (s.max_running > 0 ? "%" + std::to_string(s.max_running) : ""));
+  t += sbatch_line("nodes", "1");
+  t += sbatch_line("ntasks", tps);
+  t += sbatch_line("cpus-per-task", std::to_string(s.cpus_per_rank));
+  if (s.gpus_per_rank > 0) t += sbatch_line("gpus-per-task", std::to_string(s.gpus_per_rank));
+  if (!s.mem.empty()) t += sbatch_line("mem", s.mem);
+  t += sbatch_line("time", s.time);
+  if (!s.constraint.empty()) t += sbatch_line("constraint", s.constraint);
+  t += site_lines(s);
+  if (s.warning_seconds > 0)
+    t += "# USR1 to this shell " + std::to_string(s.warning_seconds) +
+         " s before the time limit: checkpoint, give the lease back, requeue.\n" +
+         sbatch_line("signal", "B:USR1@" + std::to_string(s.warning_seconds));
+  t += "#SBATCH --requeue\n";
+  t += "#SBATCH --open-mode=append\n";
+  t += sbatch_line("output", p.state + "/logs/workers-tp" + tps + "-%A_%a.log");
+  t += "\nset -u\n";
+  t += setup_lines(s);
+  t += "STATE=" + shell_quote(p.state) + "\n";
+  t += "# Where the coordinator is and its token (coordinator/client.h find_coordinator reads both).\n"
+       "export LAYERPRUNE_COORDINATOR=\"$STATE/coordinator.address\"\n"
+       "export LAYERPRUNE_COORDINATOR_TOKEN_FILE=\"$STATE/coordinator.token\"\n";
+  t += "echo \"workers ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (job $SLURM_JOB_ID), attempt $((${SLURM_RESTART_COUNT:-0} + 1)), \"\\\n"
+       "     \"on $(hostname) at $(date -Is)\"\n\n";
+  t += "# The coordinator publishes its address once the experiment is in.\n"
+       "until [ -s \"$LAYERPRUNE_COORDINATOR\" ]; do sleep 2; done\n\n";
+  t += "# Signals. The time-limit warning (USR1, to this shell only) goes on to every rank: a healing task\n"
+       "# checkpoints after its current step, the lease goes back with the checkpoint, the ranks exit 3, and this\n"
+       "# array task requeues itself. scancel and preemption send TERM to the ranks themselves (same checkpoint\n"
+       "# and lease hand-back, no self-requeue: a cancelled job stays cancelled, a preempted one is requeued by\n"
+       "# Slurm). A rank that dies without warning ends its group (--kill-on-bad-exit); its lease expires and the\n"
+       "# coordinator re-queues the task from its last checkpoint.\n"
+       "requeue=0\n"
+       "# (By array task: the first array task's SLURM_JOB_ID is also the whole array's id.)\n"
+       "trap 'echo \"USR1: time limit near: checkpointing\"; requeue=1\n"
+       "      scancel --signal=USR1 \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"' USR1\n"
+       "trap 'echo \"TERM: stopping (checkpoint, lease given back)\"' TERM\n";
+  t += "srun --mpi=" + s.mpi + " --kill-on-bad-exit=1 " + shell_quote(p.worker) + " --tp " + tps +
+       " --work-dir \"$STATE\" \\\n"
+       "    --threads \"${SLURM_CPUS_PER_TASK:-1}\" &\n";
+  t += "ranks=$!\n"
+       "while true; do  # a trapped signal interrupts wait; wait again until srun is gone\n"
+       "  wait $ranks\n"
+       "  status=$?\n"
+       "  kill -0 $ranks 2>/dev/null || break\n"
+       "done\n"
+       "echo \"workers exited with status $status at $(date -Is)\"\n"
+       "if [ \"$status\" -eq 3 ] && [ \"$requeue\" -eq 1 ]; then\n"
+       "  echo \"requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}: the next attempt resumes from the checkpoint\"\n"
+       "  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n"
+       "fi\n"
+       "exit $status\n";
+  return t;
+}
+
+}  // namespace
+
+std::string shell_quote(const std::string& text) {
+  if (!text.empty() && text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                              "-_./:=+,@%") == std::string::npos)
+    return text;
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::vector<SlurmScript> render_slurm_jobs(const Experiment& e, const SlurmPaths& p) {
+  std::vector<SlurmScript> out;
+  if (e.slurm.coordinator == "job") out.push_back({"coordinator.sbatch", coordinator_script(e, p), 0});
+  std::set<int> tps;
+  for (const ModelSpec& m : e.models) tps.insert(m.tp);
+  for (int tp : tps) out.push_back({"workers-tp" + std::to_string(tp) + ".sbatch", workers_script(e, p, tp), tp});
+  return out;
+}
+
+CommandResult run_command(const std::vector<std::string>& argv) {
+  std::string cmd;
+  for (const std::string& a : argv) cmd += (cmd.empty() ? "" : " ") + shell_quote(a);
+  cmd += " 2>&1";
+  CommandResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+namespace {
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+std::string joined(const std::vector<std::string>& ids) {
+  std::string out;
+  for (const std::string& i : ids) out += (out.empty() ? "" : ",") + i;
+  return out;
+}
+}  // namespace
+
+std::string sbatch(const std::string& script_file) {
+  const CommandResult r = run_command({"sbatch", "--parsable", script_file});
+  if (r.status == 127) throw std::runtime_error("sbatch not found: is this a Slurm login node (or SLURM_CONF set)?");
+  if (r.status != 0) throw std::runtime_error("sbatch " + script_file + " failed (status " + std::to_string(r.status) + "): " + trimmed(r.output));
+  // --parsable: "jobid" or "jobid;cluster"; sbatch may print warnings on lines before it.
+  std::string last;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);)
+    if (!trimmed(line).empty()) last = trimmed(line);
+  const std::string id = last.substr(0, last.find(';'));
+  if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
+    throw std::runtime_error("sbatch " + script_file + ": cannot read a job id from: " + trimmed(r.output));
+  return id;
+}
+
+std::vector<std::string> active_jobs(const std::vector<std::string>& job_ids) {
+  if (job_ids.empty()) return {};
+  // %F: the array's job id (the job's own id for a plain job).
+  const CommandResult r = run_command({"squeue", "--noheader", "--format=%F", "--jobs=" + joined(job_ids)});
+  if (r.status == 127) throw std::runtime_error("squeue not found");
+  std::set<std::string> seen;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) seen.insert(trimmed(line));
+  std::vector<std::string> out;
+  for (const std::string& id : job_ids)
+    if (seen.count(id)) out.push_back(id);
+  return out;
+}
+
+void scancel(const std::vector<std::string>& job_ids) {
+  if (job_ids.empty()) return;
+  std::vector<std::string> argv = {"scancel"};
+  argv.insert(argv.end(), job_ids.begin(), job_ids.end());
+  const CommandResult r = run_command(argv);
+  if (r.status != 0) throw std::runtime_error("scancel " + joined(job_ids) + " failed: " + trimmed(r.output));
+}
+
+}  // namespace layerprune

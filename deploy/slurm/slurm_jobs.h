@@ -1,0 +1,61 @@
+// The Slurm launcher: an experiment -> sbatch scripts (pure text, golden-tested), and sbatch/squeue/scancel
+// around them. Torch-free: it runs on a login node.
+//
+// What gets submitted (deploy/slurm/README.md has the whole story):
+//   coordinator.sbatch   one CPU: layerprune-coordinator on the shared state directory's database, bound
+//                        off loopback with the shared token; submits the experiment to itself, then publishes
+//                        its address in <state>/coordinator.address, and stops once the experiment is finished.
+//                        (With `coordinator: login` the submitting host runs it instead and this script is
+//                        not used.)
+//   workers-tp<N>.sbatch a job array, one array task per tensor-parallel group: `srun --mpi=pmix` starts N
+//                        ranks of layerprune-worker, which lease tasks of TP size N. The warning signal
+//                        (--signal=B:USR1@warning_seconds) makes the batch shell pass USR1 to the ranks: healing
+//                        checkpoints, the lease goes back, the ranks exit 3, and the shell requeues the array
+//                        task; the next attempt's lease carries the checkpoint. scancel and preemption (TERM)
+//                        also checkpoint and give the lease back, without the self-requeue.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "coordinator/experiment.h"
+
+namespace layerprune {
+
+// Where things are, as the compute nodes see them (absolute paths on a shared filesystem).
+struct SlurmPaths {
+  std::string experiment;     // the experiment YAML
+  std::string state;          // database, address and token files, converted models, checkpoints, logs
+  std::string layerprune;     // the programs
+  std::string coordinator;
+  std::string worker;
+};
+
+struct SlurmScript {
+  std::string name;  // "coordinator.sbatch", "workers-tp8.sbatch"
+  std::string text;
+  int tp = 0;        // workers scripts: the TP size they serve; 0 for the coordinator
+};
+
+// The scripts for an experiment: the coordinator's (only when e.slurm.coordinator == "job"), then one worker
+// array per distinct TP size of e.models, in increasing TP. Deterministic: the same inputs give the same bytes.
+std::vector<SlurmScript> render_slurm_jobs(const Experiment& e, const SlurmPaths& paths);
+
+// 'text' as one shell word (single quotes; plain words stay as they are, for readable scripts).
+std::string shell_quote(const std::string& text);
+
+// ---- submitting (subprocesses) ----
+
+struct CommandResult {
+  int status = -1;     // exit status; 127 when the program is not found
+  std::string output;  // stdout and stderr together
+};
+CommandResult run_command(const std::vector<std::string>& argv);
+
+// sbatch --parsable FILE -> the job id ("1234"); throws with sbatch's message when it fails.
+std::string sbatch(const std::string& script_file);
+// The ids among `job_ids` that squeue still lists (pending, running, completing), array tasks included.
+std::vector<std::string> active_jobs(const std::vector<std::string>& job_ids);
+// scancel the jobs (all array tasks of an array id); throws with scancel's message when it fails.
+void scancel(const std::vector<std::string>& job_ids);
+
+}  // namespace layerprune
