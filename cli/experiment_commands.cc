@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -37,6 +38,7 @@
 #include "coordinator/curves.h"
 #include "coordinator/experiment.h"
 #include "coordinator/store.h"
+#include "deploy/slurm/slurm_jobs.h"
 
 namespace layerprune::cli {
 
@@ -48,6 +50,8 @@ namespace {
 void add_coordinator_flags(ArgParser& p) {
   p.option("coordinator", "HOST:PORT or the address file a coordinator wrote (default $LAYERPRUNE_COORDINATOR)", "")
       .option("token-file", "the coordinator's shared token (default $LAYERPRUNE_COORDINATOR_TOKEN_FILE)", "")
+      .option("state", "an experiment's state directory (`run --state`, `slurm submit --state`): the coordinator's\n"
+                       "address and token files there are the defaults of --coordinator and --token-file", "")
       .option("tls-ca", "CA certificate of a coordinator that serves TLS", "")
       .option("retry-seconds", "how long to keep trying an unreachable coordinator before giving up (exit 4)", "30");
 }
@@ -55,7 +59,14 @@ void add_coordinator_flags(ArgParser& p) {
 std::unique_ptr<CoordinatorClient> connect(const ArgParser& p) {
   ClientOptions o;
   o.retry_for = std::chrono::milliseconds(int64_t(p.get_double("retry-seconds") * 1000));
-  return std::make_unique<CoordinatorClient>(find_coordinator(p.get("coordinator"), p.get("token-file"), p.get("tls-ca")), o);
+  std::string address = p.get("coordinator"), token = p.get("token-file");
+  const std::string state = p.get("state");
+  if (!state.empty()) {
+    if (!fs::is_directory(state)) throw InputError("--state " + state + ": no such directory");
+    if (address.empty()) address = state + "/coordinator.address";
+    if (token.empty() && fs::exists(state + "/coordinator.token")) token = state + "/coordinator.token";
+  }
+  return std::make_unique<CoordinatorClient>(find_coordinator(address, token, p.get("tls-ca")), o);
 }
 
 // "[#######.............]  7/18 points  tasks: 3 done, 1 leased, 7 queued"
@@ -416,13 +427,32 @@ int status(int argc, char** argv) {
 }
 
 int cancel(int argc, char** argv) {
-  ArgParser p("cancel", "Cancel an experiment: queued tasks are dropped, running ones told at their next heartbeat.");
+  ArgParser p("cancel", "Cancel an experiment: queued tasks are dropped, running ones told at their next heartbeat.\n"
+                        "With --state of a `layerprune slurm submit`, its Slurm jobs are cancelled too (the worker\n"
+                        "arrays, then the coordinator job); `layerprune slurm cancel` stops only the jobs.");
   p.positional("ID", "experiment id");
   add_coordinator_flags(p);
+  p.option("wait-seconds", "how long to wait for the worker jobs to leave before stopping the coordinator", "120");
   if (!p.parse(argc, argv)) return 0;
-  const CancelOutcome c = connect(p)->cancel(experiment_id(p));
-  std::printf("experiment #%lld: %lld tasks cancelled, %lld running tasks told to stop\n", (long long)experiment_id(p),
-              (long long)c.cancelled, (long long)c.leased);
+  const int64_t id = experiment_id(p);
+  const std::string state = p.get("state");
+  const std::optional<SubmittedJobs> jobs = state.empty() ? std::nullopt : read_submitted_jobs(state);
+  try {
+    const CancelOutcome c = connect(p)->cancel(id);
+    std::printf("experiment #%lld: %lld tasks cancelled, %lld running tasks told to stop\n", (long long)id,
+                (long long)c.cancelled, (long long)c.leased);
+  } catch (const CoordinatorUnavailable& e) {
+    if (!jobs) throw;
+    // The jobs go anyway (they are what costs); the database keeps the tasks as they were.
+    std::fprintf(stderr, "cancel: %s; cancelling the Slurm jobs anyway (the experiment's tasks stay as they are)\n",
+                 e.what());
+    for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
+      std::printf("%s\n", line.c_str());
+    throw;
+  }
+  if (jobs)
+    for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
+      std::printf("%s\n", line.c_str());
   return 0;
 }
 

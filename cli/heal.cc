@@ -20,6 +20,7 @@
 #include "worker/lora.h"
 #include "worker/loss.h"
 #include "worker/prune_export.h"
+#include "worker/stages.h"
 #include "worker/pruning.h"
 #include "worker/tensor_io.h"
 #include "worker/trainer.h"
@@ -67,24 +68,27 @@ int heal(int argc, char** argv) {
   LoadedModel m = load_model(p);
   const int64_t L = m.model.config().num_hidden_layers;
   std::vector<int64_t> kept = kept_layers_from(p.get("keep"), p.get("drop"), L);
-  LoraConfig lc;
-  lc.rank = p.get_int("rank");
-  lc.alpha = p.get_double("alpha");
-  lc.dropout = p.get_double("dropout");
-  lc.targets = split_commas(p.get("targets"));
-  lc.seed = uint64_t(p.get_int("seed"));
-  lc.base_quant = p.get("quant");
+  // The flags as an experiment's healing spec, mapped onto the LoRA and trainer configs the way the worker's
+  // heal tasks map it (worker/stages.h), so both heal alike.
+  HealingSpec spec;
+  spec.enabled = true;
+  spec.rank = p.get_int("rank");
+  spec.alpha = p.get_double("alpha");
+  spec.dropout = p.get_double("dropout");
+  spec.targets = split_commas(p.get("targets"));
+  spec.quant = p.get("quant");
+  spec.steps = p.get_int("steps");
+  spec.global_batch = p.get_int("global-batch");
+  spec.micro_batch = p.get_int("micro-batch");
+  spec.lr = p.get_double("lr");
+  spec.warmup = p.get_int("warmup");
+  spec.checkpoint_every = p.get_int("checkpoint-every");
+  const LoraConfig lc = lora_config(spec, uint64_t(p.get_int("seed")));
   LoraLlama lora(m.model, kept, lc);
-  TrainConfig tc;
-  tc.steps = p.get_int("steps");
-  tc.global_batch = p.get_int("global-batch");
-  tc.micro_batch = p.get_int("micro-batch");
-  tc.lr = p.get_double("lr");
-  tc.warmup = p.get_int("warmup");
-  tc.weight_decay = p.get_double("weight-decay");
+  TrainConfig tc = train_config(spec);
+  tc.weight_decay = p.get_double("weight-decay");  // not experiment settings (the paper's: none, clip 1)
   tc.clip = p.get_double("clip");
   tc.checkpoint_dir = p.get("checkpoint-dir");
-  tc.checkpoint_every = p.get_int("checkpoint-every");
   const int64_t seq_len = p.get_int("seq-len") > 0 ? p.get_int("seq-len") : m.model.config().max_position_embeddings;
   if (seq_len > m.model.config().max_position_embeddings)
     throw InputError("--seq-len " + std::to_string(seq_len) + " exceeds the model's " +

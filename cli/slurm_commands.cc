@@ -121,8 +121,6 @@ SlurmPaths paths_for(const ArgParser& p, const std::string& state, const std::st
   return s;
 }
 
-std::string jobs_file(const std::string& state) { return state + "/slurm/jobs.json"; }
-
 // 32 random bytes as hex, in a file only its owner can read.
 void ensure_token(const std::string& file) {
   if (fs::exists(file)) return;
@@ -206,12 +204,8 @@ int slurm_submit(int argc, char** argv) {
   std::string state;
   Experiment e = load(p, &state);
   const SlurmPaths paths = paths_for(p, state, "");
-  if (fs::exists(jobs_file(state))) {
-    const json old = json::parse(read_file(jobs_file(state)));
-    std::vector<std::string> ids;
-    if (old.contains("coordinator_job")) ids.push_back(old["coordinator_job"]);
-    for (const auto& [tp, id] : old["workers"].items()) ids.push_back(id);
-    const std::vector<std::string> active = active_jobs(ids);
+  if (const auto old = read_submitted_jobs(state)) {
+    const std::vector<std::string> active = active_jobs(old->job_ids());
     if (!active.empty())
       throw InputError("experiment " + e.name + " is already submitted from " + state + ": jobs " + active.front() +
                        (active.size() > 1 ? " and others" : "") + " are queued or running (layerprune slurm cancel first)");
@@ -226,10 +220,12 @@ int slurm_submit(int argc, char** argv) {
   const std::vector<SlurmScript> scripts = render_slurm_jobs(e, paths);
   for (const SlurmScript& s : scripts) write_file(state + "/slurm/" + s.name, s.text);
 
-  json jobs = {{"experiment", e.name}, {"state", state}, {"workers", json::object()}};
+  SubmittedJobs jobs;
+  jobs.experiment = e.name;
+  int64_t experiment_id = 0;  // known here only when the coordinator runs here
   if (e.slurm.coordinator == "job") {
     fs::remove(state + "/coordinator.address");  // a previous run's: the new job publishes its own
-    jobs["coordinator_job"] = sbatch(state + "/slurm/coordinator.sbatch");
+    jobs.coordinator_job = sbatch(state + "/slurm/coordinator.sbatch");
   } else {
     // Here: started detached, the experiment submitted, then the address published for the workers.
     fs::remove(state + "/coordinator.address");
@@ -241,32 +237,36 @@ int slurm_submit(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     CoordinatorClient client(find_coordinator(state + "/coordinator.starting", state + "/coordinator.token"));
-    const SubmitOutcome sub = client.submit(plan);
+    experiment_id = client.submit(plan).experiment_id;
     fs::rename(state + "/coordinator.starting", state + "/coordinator.address");
-    jobs["coordinator_pid"] = pid;
-    jobs["experiment_id"] = sub.experiment_id;
+    jobs.coordinator_pid = pid;
   }
-  write_file(jobs_file(state), jobs.dump(2) + "\n");  // before the workers: cancel finds the coordinator already
+  write_submitted_jobs(state, jobs);  // before the workers: cancel finds the coordinator already
   for (const SlurmScript& s : scripts) {
     if (s.tp == 0) continue;
-    jobs["workers"][std::to_string(s.tp)] = sbatch(state + "/slurm/" + s.name);
-    write_file(jobs_file(state), jobs.dump(2) + "\n");
+    jobs.workers[std::to_string(s.tp)] = sbatch(state + "/slurm/" + s.name);
+    write_submitted_jobs(state, jobs);
   }
   if (p.flag_set("json")) {
-    std::cout << jobs.dump() << std::endl;
+    json j = json::parse(read_file(submitted_jobs_file(state)));
+    if (experiment_id) j["experiment_id"] = experiment_id;
+    std::cout << j.dump() << std::endl;
     return 0;
   }
   std::printf("experiment %s: %zu grid points, %zu tasks\n", e.name.c_str(), plan.points.size(), plan.tasks.size());
-  if (jobs.contains("coordinator_job"))
-    std::printf("  coordinator: job %s (log %s/logs/coordinator-%s.log)\n", jobs["coordinator_job"].get<std::string>().c_str(),
-                state.c_str(), jobs["coordinator_job"].get<std::string>().c_str());
+  if (!jobs.coordinator_job.empty())
+    std::printf("  coordinator: job %s (log %s/logs/coordinator-%s.log)\n", jobs.coordinator_job.c_str(), state.c_str(),
+                jobs.coordinator_job.c_str());
   else
-    std::printf("  coordinator: pid %d on this host (log %s/logs/coordinator-login.log)\n", int(jobs["coordinator_pid"]), state.c_str());
-  for (const auto& [tp, id] : jobs["workers"].items())
+    std::printf("  coordinator: pid %d on this host (log %s/logs/coordinator-login.log)\n", int(jobs.coordinator_pid),
+                state.c_str());
+  for (const auto& [tp, id] : jobs.workers)
     std::printf("  workers tp %s: array job %s, %lld group(s) (logs %s/logs/workers-tp%s-%s_*.log)\n", tp.c_str(),
-                id.get<std::string>().c_str(), (long long)e.slurm.groups, state.c_str(), tp.c_str(), id.get<std::string>().c_str());
-  std::printf("watch: layerprune status 1 --tasks --coordinator %s/coordinator.address --token-file %s/coordinator.token\n",
-              state.c_str(), state.c_str());
+                id.c_str(), (long long)e.slurm.groups, state.c_str(), tp.c_str(), id.c_str());
+  std::printf("watch: layerprune status 1 --tasks --state %s\n"
+              "stop:  layerprune slurm cancel %s --state %s   (resumable: submit again)\n"
+              "       layerprune cancel 1 --state %s   (the experiment's tasks and these jobs, for good)\n",
+              state.c_str(), p.get("EXPERIMENT").c_str(), state.c_str(), state.c_str());
   return 0;
 }
 
@@ -280,30 +280,10 @@ int slurm_cancel(int argc, char** argv) {
   if (!p.parse(argc, argv)) return 0;
   std::string state;
   const Experiment e = load(p, &state);
-  if (!fs::exists(jobs_file(state))) throw InputError("nothing submitted from " + state + " (no " + jobs_file(state) + ")");
-  json jobs = json::parse(read_file(jobs_file(state)));
-  std::vector<std::string> workers;
-  for (const auto& [tp, id] : jobs["workers"].items()) workers.push_back(id);
-  scancel(active_jobs(workers));
-  for (int i = 0; i < int(p.get_double("wait-seconds")) && !active_jobs(workers).empty(); ++i)
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-  for (const std::string& id : workers) std::printf("cancelled worker array %s\n", id.c_str());
-  if (jobs.contains("coordinator_job")) {
-    scancel(active_jobs({jobs["coordinator_job"].get<std::string>()}));
-    std::printf("cancelled coordinator job %s\n", jobs["coordinator_job"].get<std::string>().c_str());
-  } else if (jobs.contains("coordinator_pid")) {
-    const pid_t pid = jobs["coordinator_pid"].get<int>();
-    // Only if it is still our coordinator (pids are reused).
-    std::string cmdline;
-    try {
-      cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
-    } catch (const std::exception&) {
-    }
-    if (cmdline.find("layerprune-coordinator") != std::string::npos && cmdline.find(state) != std::string::npos) {
-      kill(pid, SIGTERM);
-      std::printf("stopped the coordinator (pid %d)\n", int(pid));
-    }
-  }
+  const auto jobs = read_submitted_jobs(state);
+  if (!jobs) throw InputError("nothing submitted from " + state + " (no " + submitted_jobs_file(state) + ")");
+  for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
+    std::printf("%s\n", line.c_str());
   (void)e;
   return 0;
 }

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/text_file.h"
+#include "tests/run_support.h"
 #include "tests/test_support.h"
 
 namespace layerprune {
@@ -81,90 +82,11 @@ struct Background {
   }
 };
 
-// The pids of processes whose command line contains `needle` (our children, found by their arguments).
-std::vector<pid_t> pids_matching(const std::string& needle) {
-  std::vector<pid_t> out;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string cmdline;
-    try {
-      cmdline = read_file(e.path().string() + "/cmdline");
-    } catch (const std::exception&) {
-      continue;
-    }
-    for (char& c : cmdline)
-      if (c == '\0') c = ' ';
-    if (cmdline.find(needle) != std::string::npos && cmdline.find("/bin/sh") == std::string::npos &&
-        cmdline.find("mpirun") == std::string::npos)
-      out.push_back(pid_t(std::stoi(name)));
-  }
-  return out;
-}
-
-// A file that may not exist yet (a log being written): "" until it does.
-std::string read_log(const std::string& path) {
-  try {
-    return read_file(path);
-  } catch (const std::exception&) {
-    return "";
-  }
-}
-
-bool wait_until(const std::function<bool()>& ready, double seconds) {
-  for (int i = 0; i < int(seconds * 20); ++i) {
-    if (ready()) return true;
-    usleep(50'000);
-  }
-  return false;
-}
-
 // point -> metric -> value, failing the test on a repeated (point, metric) row.
-std::map<std::string, std::map<std::string, double>> results_of(const std::string& db, const std::string& err_file) {
+testing::PointResults results_of(const std::string& db, const std::string& err_file) {
   CliRun r = run("results 1 --db " + db + " --format json", err_file);
   EXPECT_EQ(r.status, 0) << r.err;
-  std::map<std::string, std::map<std::string, double>> out;
-  for (const json& row : json::parse(r.out)) {
-    auto [it, fresh] = out[row.at("point")].emplace(row.at("metric"), row.at("value").get<double>());
-    EXPECT_TRUE(fresh) << "duplicate row " << row.dump();
-  }
-  return out;
-}
-
-// A small experiment (4 points, 3 tasks: evaluate, heal n=0, heal n=2): a few seconds of work.
-std::string mini_yaml(int64_t steps) {
-  return "name: mini\n"
-         "models:\n"
-         "  - name: s\n"
-         "    path: ${LAYERPRUNE_DATA}/stories260K/stories260K.bin\n"
-         "    format: llama2c\n"
-         "    tokenizer: ${LAYERPRUNE_DATA}/stories260K/tok512.model\n"
-         "    dtype: float32\n"
-         "pruning:\n"
-         "  layers: [0, 2]\n"
-         "  strategies: [simple]\n"
-         "healing:\n"
-         "  - off\n"
-         "  - name: lora\n"
-         "    quant: none\n"
-         "    steps: " + std::to_string(steps) + "\n"
-         "    global_batch: 4\n"
-         "    micro_batch: 4\n"
-         "    seq_len: 64\n"
-         "    lr: 2.0e-3\n"
-         "    warmup: 2\n"
-         "    checkpoint_every: 2\n"
-         "    train_data: ${LAYERPRUNE_DATA}/tinystories/tinystories_val.txt\n"
-         "    train_range: [0.0, 0.9]\n"
-         "evaluation:\n"
-         "  boolq:\n"
-         "    data: ${LAYERPRUNE_DATA}/boolq/val.jsonl\n"
-         "    limit: 10\n"
-         "  loss:\n"
-         "    data: ${LAYERPRUNE_DATA}/tinystories/tinystories_val.txt\n"
-         "    range: [0.9, 1.0]\n"
-         "    seq_len: 128\n"
-         "    windows: 8\n";
+  return testing::results_by_point(r.out);
 }
 
 class Run : public ::testing::Test {
@@ -176,8 +98,8 @@ class Run : public ::testing::Test {
   }
   std::string file(const std::string& name) const { return tmp_.file(name); }
   // The uninterrupted mini run's results (the reference for the kill tests).
-  std::map<std::string, std::map<std::string, double>> reference(int64_t steps) {
-    write_file(file("ref.yaml"), mini_yaml(steps));
+  testing::PointResults reference(int64_t steps) {
+    write_file(file("ref.yaml"), testing::mini_experiment_yaml(steps));
     CliRun r = run("run " + file("ref.yaml") + " --state " + file("ref"), file("ref.err"));
     EXPECT_EQ(r.status, 0) << r.err;
     return results_of(file("ref/layerprune.db"), file("q.err"));
@@ -208,7 +130,7 @@ TEST_F(Run, Stories260KExperimentPrintsEveryGridPoint) {
       for (int c = 0; c < 4; ++c) EXPECT_TRUE(bool(cells >> value)) << metric << " n=" << n << ": " << line;
     }
   }
-  // The database holds each of the 18 points' metrics exactly once (results_of checks duplicates).
+  // The database holds each of the 18 points' metrics exactly once (results_of fails on a duplicate).
   const auto results = results_of(file("s/layerprune.db"), file("q.err"));
   EXPECT_EQ(results.size(), 18u);
   for (const auto& [point, metrics] : results) {
@@ -234,21 +156,21 @@ TEST_F(Run, Stories260KExperimentPrintsEveryGridPoint) {
 
 TEST_F(Run, AWorkerKilledMidHealingIsReplacedAndItsTaskResumes) {
   const auto want = reference(60);
-  write_file(file("k.yaml"), mini_yaml(60));
+  write_file(file("k.yaml"), testing::mini_experiment_yaml(60));
   Background bg("run " + file("k.yaml") + " --state " + file("k") + " --lease-seconds 3", tmp_.path());
   // SIGKILL the worker once a healing task has checkpointed (mid-training: 60 steps, a checkpoint every 2).
   const std::string ckpt = file("k/checkpoints/mini/heal");
-  ASSERT_TRUE(wait_until([&] {
+  ASSERT_TRUE(testing::wait_until([&] {
     std::error_code ec;
     for (const auto& e : fs::recursive_directory_iterator(ckpt, ec))
       if (e.path().filename() == "step-000004.safetensors") return true;
     return false;
-  }, 120)) << read_log(bg.err);
-  const std::vector<pid_t> workers = pids_matching("layerprune-worker --tp 1 --coordinator " + file("k"));
+  }, 120)) << testing::read_or_empty(bg.err);
+  const std::vector<pid_t> workers = testing::pids_matching("layerprune-worker --tp 1 --coordinator " + file("k"));
   ASSERT_EQ(workers.size(), 1u);
   kill(workers[0], SIGKILL);
-  ASSERT_EQ(bg.wait(300), 0) << read_log(bg.err);
-  const std::string err = read_log(bg.err);
+  ASSERT_EQ(bg.wait(300), 0) << testing::read_or_empty(bg.err);
+  const std::string err = testing::read_or_empty(bg.err);
   EXPECT_CONTAINS(err, "starting it again");
   // The task's lease expired, it was leased again and resumed from its checkpoint: same numbers.
   EXPECT_EQ(results_of(file("k/layerprune.db"), file("q.err")), want);
@@ -260,56 +182,56 @@ TEST_F(Run, AWorkerKilledMidHealingIsReplacedAndItsTaskResumes) {
 TEST_F(Run, ACoordinatorKilledMidRunRestartsFromItsDatabase) {
   // Healing long enough (300 steps, seconds) that the kill lands while one runs.
   const auto want = reference(300);
-  write_file(file("c.yaml"), mini_yaml(300));
+  write_file(file("c.yaml"), testing::mini_experiment_yaml(300));
   Background bg("run " + file("c.yaml") + " --state " + file("c"), tmp_.path());
   // The evaluate task's 2 points are in: the heal tasks are next.
-  ASSERT_TRUE(wait_until([&] { return read_log(bg.err).find("2/4 points") != std::string::npos; }, 120))
-      << read_log(bg.err);
-  const std::vector<pid_t> coordinators = pids_matching("layerprune-coordinator --db " + file("c"));
+  ASSERT_TRUE(testing::wait_until([&] { return testing::read_or_empty(bg.err).find("2/4 points") != std::string::npos; }, 120))
+      << testing::read_or_empty(bg.err);
+  const std::vector<pid_t> coordinators = testing::pids_matching("layerprune-coordinator --db " + file("c"));
   ASSERT_EQ(coordinators.size(), 1u);
   kill(coordinators[0], SIGKILL);
-  ASSERT_EQ(bg.wait(300), 0) << read_log(bg.err);
-  EXPECT_CONTAINS(read_log(bg.err), "the coordinator exited with status 137; starting it again");
+  ASSERT_EQ(bg.wait(300), 0) << testing::read_or_empty(bg.err);
+  EXPECT_CONTAINS(testing::read_or_empty(bg.err), "the coordinator exited with status 137; starting it again");
   EXPECT_EQ(results_of(file("c/layerprune.db"), file("q.err")), want) << "nothing lost, nothing repeated";
 }
 
 TEST_F(Run, CtrlCStopsCleanlyAndTheSameCommandResumes) {
   const auto want = reference(300);
-  write_file(file("i.yaml"), mini_yaml(300));
+  write_file(file("i.yaml"), testing::mini_experiment_yaml(300));
   const std::string args = "run " + file("i.yaml") + " --state " + file("i");
   {
     Background bg(args, tmp_.path());
     const std::string ckpt = file("i/checkpoints/mini/heal");
-    ASSERT_TRUE(wait_until([&] {
+    ASSERT_TRUE(testing::wait_until([&] {
       std::error_code ec;
       for (const auto& e : fs::recursive_directory_iterator(ckpt, ec))
         if (e.path().filename() == "step-000004.safetensors") return true;
       return false;
-    }, 120)) << read_log(bg.err);
+    }, 120)) << testing::read_or_empty(bg.err);
     kill(bg.pid, SIGINT);  // what the terminal sends on Ctrl-C
-    EXPECT_EQ(bg.wait(120), 130) << read_log(bg.err);
-    const std::string err = read_log(bg.err);
+    EXPECT_EQ(bg.wait(120), 130) << testing::read_or_empty(bg.err);
+    const std::string err = testing::read_or_empty(bg.err);
     EXPECT_CONTAINS(err, "run the same command again to resume");
-    EXPECT_CONTAINS(read_log(file("i/logs/workers-tp1.log")), "lease given back");
+    EXPECT_CONTAINS(testing::read_or_empty(file("i/logs/workers-tp1.log")), "lease given back");
   }
-  EXPECT_TRUE(pids_matching("layerprune-worker --tp 1 --coordinator " + file("i")).empty()) << "no worker left running";
-  EXPECT_TRUE(pids_matching("layerprune-coordinator --db " + file("i")).empty()) << "no coordinator left running";
+  EXPECT_TRUE(testing::pids_matching("layerprune-worker --tp 1 --coordinator " + file("i")).empty()) << "no worker left running";
+  EXPECT_TRUE(testing::pids_matching("layerprune-coordinator --db " + file("i")).empty()) << "no coordinator left running";
   CliRun again = run(args, file("again.err"));
   ASSERT_EQ(again.status, 0) << again.err;
   EXPECT_CONTAINS(again.err, "resumed from the database");
-  EXPECT_CONTAINS(read_log(file("i/logs/workers-tp1.log")), "resumed");
+  EXPECT_CONTAINS(testing::read_or_empty(file("i/logs/workers-tp1.log")), "resumed");
   EXPECT_EQ(results_of(file("i/layerprune.db"), file("q.err")), want);
 }
 
 TEST_F(Run, BadInputsExitWithClearErrorsAndLeaveNothingBehind) {
   // Malformed YAML: file:line:column, exit 2, no state written.
-  write_file(file("bad.yaml"), mini_yaml(4) + "  mmlu: {shots: five}\n");
+  write_file(file("bad.yaml"), testing::mini_experiment_yaml(4) + "  mmlu: {shots: five}\n");
   CliRun r = run("run " + file("bad.yaml") + " --state " + file("b1"), file("b1.err"));
   EXPECT_EQ(r.status, 2);
   EXPECT_CONTAINS(r.err, file("bad.yaml") + ":33:");
   EXPECT_FALSE(fs::exists(file("b1/layerprune.db")));
   // A model path that does not exist: named, with its YAML line.
-  std::string missing = mini_yaml(4);
+  std::string missing = testing::mini_experiment_yaml(4);
   missing.replace(missing.find("stories260K.bin"), 15, "nothing.bin");
   write_file(file("missing.yaml"), missing);
   r = run("run " + file("missing.yaml") + " --state " + file("b2"), file("b2.err"));

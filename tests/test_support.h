@@ -32,7 +32,8 @@ class TempDir {
     std::string tmpl = (std::filesystem::temp_directory_path() / "layerprune-test-XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
-  ~TempDir() {
+  ~TempDir() {  // kept for a post-mortem when LAYERPRUNE_KEEP_TEST_DIRS is set
+    if (std::getenv("LAYERPRUNE_KEEP_TEST_DIRS")) return;
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }

@@ -1,12 +1,22 @@
 #include "deploy/slurm/slurm_jobs.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/text_file.h"
 
 namespace layerprune {
 
@@ -251,6 +261,71 @@ void scancel(const std::vector<std::string>& job_ids) {
   argv.insert(argv.end(), job_ids.begin(), job_ids.end());
   const CommandResult r = run_command(argv);
   if (r.status != 0) throw std::runtime_error("scancel " + joined(job_ids) + " failed: " + trimmed(r.output));
+}
+
+std::vector<std::string> SubmittedJobs::job_ids() const {
+  std::vector<std::string> out;
+  if (!coordinator_job.empty()) out.push_back(coordinator_job);
+  for (const auto& [tp, id] : workers) out.push_back(id);
+  return out;
+}
+
+std::string submitted_jobs_file(const std::string& state) { return state + "/slurm/jobs.json"; }
+
+std::optional<SubmittedJobs> read_submitted_jobs(const std::string& state) {
+  const std::string file = submitted_jobs_file(state);
+  if (!std::filesystem::exists(file)) return std::nullopt;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_file(file));
+    SubmittedJobs out;
+    out.experiment = j.value("experiment", "");
+    out.coordinator_job = j.value("coordinator_job", "");
+    out.coordinator_pid = j.value("coordinator_pid", 0);
+    for (const auto& [tp, id] : j.at("workers").items()) out.workers[tp] = id.get<std::string>();
+    return out;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(file + ": not a jobs file of `layerprune slurm submit` (" + e.what() + ")");
+  }
+}
+
+void write_submitted_jobs(const std::string& state, const SubmittedJobs& jobs) {
+  nlohmann::json j = {{"experiment", jobs.experiment}, {"state", state}, {"workers", jobs.workers}};
+  if (!jobs.coordinator_job.empty()) j["coordinator_job"] = jobs.coordinator_job;
+  if (jobs.coordinator_pid > 0) j["coordinator_pid"] = jobs.coordinator_pid;
+  write_file(submitted_jobs_file(state), j.dump(2) + "\n");
+}
+
+std::vector<std::string> cancel_submitted_jobs(const std::string& state, const SubmittedJobs& jobs,
+                                               double wait_seconds) {
+  std::vector<std::string> said;
+  std::vector<std::string> workers;
+  for (const auto& [tp, id] : jobs.workers) workers.push_back(id);
+  const std::vector<std::string> active = active_jobs(workers);
+  scancel(active);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(wait_seconds * 1000));
+  while (!active_jobs(active).empty() && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  for (const auto& [tp, id] : jobs.workers)
+    said.push_back(std::count(active.begin(), active.end(), id) ? "cancelled worker array " + id + " (tp " + tp + ")"
+                                                                 : "worker array " + id + " (tp " + tp + ") had already ended");
+  if (!jobs.coordinator_job.empty()) {
+    const bool running = !active_jobs({jobs.coordinator_job}).empty();
+    if (running) scancel({jobs.coordinator_job});
+    said.push_back(running ? "cancelled coordinator job " + jobs.coordinator_job
+                           : "coordinator job " + jobs.coordinator_job + " had already ended");
+  } else if (jobs.coordinator_pid > 0) {
+    // Only if that pid is still our coordinator (pids are reused).
+    std::string cmdline;
+    try {
+      cmdline = read_file("/proc/" + std::to_string(jobs.coordinator_pid) + "/cmdline");
+    } catch (const std::exception&) {
+    }
+    const bool ours = cmdline.find("layerprune-coordinator") != std::string::npos && cmdline.find(state) != std::string::npos;
+    if (ours) kill(jobs.coordinator_pid, SIGTERM);
+    said.push_back(ours ? "stopped the coordinator (pid " + std::to_string(jobs.coordinator_pid) + ")"
+                        : "the coordinator (pid " + std::to_string(jobs.coordinator_pid) + ") had already ended");
+  }
+  return said;
 }
 
 }  // namespace layerprune

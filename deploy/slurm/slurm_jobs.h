@@ -14,6 +14,11 @@
 //                        task; the next attempt's lease carries the checkpoint. scancel and preemption (TERM)
 //                        also checkpoint and give the lease back, without the self-requeue.
 #pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,5 +62,25 @@ std::string sbatch(const std::string& script_file);
 std::vector<std::string> active_jobs(const std::vector<std::string>& job_ids);
 // scancel the jobs (all array tasks of an array id); throws with scancel's message when it fails.
 void scancel(const std::vector<std::string>& job_ids);
+
+// ---- what `layerprune slurm submit` submitted: <state>/slurm/jobs.json ----
+
+struct SubmittedJobs {
+  std::string experiment;                   // its name
+  std::string coordinator_job;              // the coordinator's job id ("" with `coordinator: login`)
+  pid_t coordinator_pid = 0;                // `coordinator: login`: the coordinator on the submitting host
+  std::map<std::string, std::string> workers;  // TP size -> worker array job id
+  std::vector<std::string> job_ids() const;  // the coordinator's, then the arrays'
+};
+std::string submitted_jobs_file(const std::string& state);
+// nullopt when nothing was submitted from `state`; throws InputError on a file that is not what submit writes.
+std::optional<SubmittedJobs> read_submitted_jobs(const std::string& state);
+void write_submitted_jobs(const std::string& state, const SubmittedJobs& jobs);
+
+// Cancels what was submitted from `state`: the worker arrays first (their ranks get TERM: healing checkpoints,
+// leases go back), waiting up to `wait_seconds` for them to leave the queue, then the coordinator job (or the
+// login-node coordinator, by pid, if it is still that program). One line per thing done, for the user.
+std::vector<std::string> cancel_submitted_jobs(const std::string& state, const SubmittedJobs& jobs,
+                                               double wait_seconds);
 
 }  // namespace layerprune
