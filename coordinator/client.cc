@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
@@ -84,6 +85,7 @@ CoordinatorEndpoint find_coordinator(const std::string& where, const std::string
     std::getline(in, e.address);
     e.address = trim(e.address);
     if (e.address.empty()) throw InputError(w + ": the address file is empty (has the coordinator started?)");
+    e.address_file = w;
   } else if (w.find(':') != std::string::npos && w.find('/') == std::string::npos) {
     e.address = w;
   } else {
@@ -101,14 +103,14 @@ CoordinatorEndpoint find_coordinator(const std::string& where, const std::string
 }
 
 struct CoordinatorClient::Impl {
-  std::string address;
   ClientOptions options;
   std::shared_ptr<grpc::ChannelCredentials> creds;
-  std::mutex mu;  // guards stub: the heartbeat thread and the main thread share one client
+  std::mutex mu;  // guards address and stub: the heartbeat thread and the main thread share one client
+  std::string address;
   std::shared_ptr<v1::Coordinator::Stub> stub;
   int64_t lease_ms = 0, heartbeat_ms = 0;
 
-  Impl(std::string addr, ClientOptions opts) : address(std::move(addr)), options(std::move(opts)) {
+  Impl(std::string addr, ClientOptions opts) : options(std::move(opts)), address(std::move(addr)) {
     creds = grpc::InsecureChannelCredentials();
     if (!options.tls_ca.empty()) {
       grpc::SslCredentialsOptions tls;
@@ -133,13 +135,33 @@ struct CoordinatorClient::Impl {
     std::lock_guard<std::mutex> lock(mu);
     return stub;
   }
+  std::string where() {
+    std::lock_guard<std::mutex> lock(mu);
+    return address;
+  }
 
   // After a failed call: a fresh channel. A channel whose coordinator was killed kept answering
   // "connection refused" for seconds after a new coordinator listened on the same address (measured with
   // gRPC 1.51), which would leave workers idle (and their leases expiring) after a coordinator restart.
+  // The coordinator may also have moved: its address file (when the address came from one) says where.
   void reconnect(const std::shared_ptr<v1::Coordinator::Stub>& failed) {
     std::lock_guard<std::mutex> lock(mu);
-    if (stub == failed) stub = connect();
+    if (stub != failed) return;
+    if (!options.address_file.empty()) {
+      std::string now;
+      try {
+        std::istringstream in(read_file(options.address_file));
+        std::getline(in, now);
+        now = trim(now);
+      } catch (const std::exception&) {  // withdrawn while it restarts: keep trying the last one
+      }
+      if (!now.empty() && now != address) {
+        std::fprintf(stderr, "coordinator client: %s now says %s (was %s)\n", options.address_file.c_str(), now.c_str(),
+                     address.c_str());
+        address = now;
+      }
+    }
+    stub = connect();
   }
 
   void prepare(grpc::ClientContext* ctx, ms timeout) const {
@@ -147,8 +169,8 @@ struct CoordinatorClient::Impl {
     if (!options.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.token);
   }
 
-  [[noreturn]] void answer_error(const char* what, const grpc::Status& s) const {
-    std::string msg = std::string(what) + ": the coordinator at " + address + " answered " +
+  [[noreturn]] void answer_error(const char* what, const grpc::Status& s) {
+    std::string msg = std::string(what) + ": the coordinator at " + where() + " answered " +
                       code_name(s.error_code()) + ": " + s.error_message();
     throw CoordinatorError(int(s.error_code()), msg);
   }
@@ -176,7 +198,7 @@ struct CoordinatorClient::Impl {
       if (elapsed + pause > options.retry_for) {
         std::ostringstream m;
         m.precision(2);
-        m << what << ": cannot reach the coordinator at " << address << " (" << tries << " tries over " << std::fixed
+        m << what << ": cannot reach the coordinator at " << where() << " (" << tries << " tries over " << std::fixed
           << std::chrono::duration<double>(elapsed).count() << " s; last error: " << code_name(s.error_code())
           << ": " << s.error_message()
           << "). Is layerprune-coordinator running, and is this its address (its --address-file, or "
@@ -203,12 +225,13 @@ CoordinatorClient::CoordinatorClient(std::string address, ClientOptions options)
 CoordinatorClient::CoordinatorClient(const CoordinatorEndpoint& endpoint, ClientOptions options) {
   options.token = endpoint.token;
   if (!endpoint.tls_ca.empty()) options.tls_ca = endpoint.tls_ca;
+  if (options.address_file.empty()) options.address_file = endpoint.address_file;
   impl_ = std::make_unique<Impl>(endpoint.address, std::move(options));
 }
 
 CoordinatorClient::~CoordinatorClient() = default;
 
-const std::string& CoordinatorClient::address() const { return impl_->address; }
+std::string CoordinatorClient::address() const { return impl_->where(); }
 int64_t CoordinatorClient::lease_ms() const { return impl_->lease_ms; }
 int64_t CoordinatorClient::heartbeat_ms() const { return impl_->heartbeat_ms; }
 
@@ -346,7 +369,7 @@ ExperimentStatus CoordinatorClient::watch_status(int64_t experiment_id, bool fol
       impl_->answer_error("watch status", s);
     // The stream broke (the coordinator restarted): reconnect while within the retry window.
     if (Clock::now() - last_contact > impl_->options.retry_for)
-      throw CoordinatorUnavailable("watch status: lost the coordinator at " + impl_->address + " (" +
+      throw CoordinatorUnavailable("watch status: lost the coordinator at " + impl_->where() + " (" +
                                    s.error_message() + ") and could not reconnect");
     std::this_thread::sleep_for(ms(200));
     impl_->reconnect(stub);

@@ -43,11 +43,16 @@ struct ClientOptions {
   std::string tls_ca;  // PEM file of the CA that signed the coordinator's certificate ("": plaintext)
   std::chrono::milliseconds rpc_timeout{10'000};  // deadline of one call (a long poll adds its wait)
   std::chrono::milliseconds retry_for{30'000};    // keep retrying an unreachable coordinator this long
+  // The file the address came from (its --address-file), or "". While the coordinator does not answer, the
+  // client re-reads it before each retry and follows a new address there: a coordinator restarted
+  // elsewhere (a requeued Slurm job) is found again within the retry window.
+  std::string address_file;
 };
 
 // Where the coordinator is: an address, or the file its --address-file wrote.
 struct CoordinatorEndpoint {
   std::string address;  // host:port
+  std::string address_file;  // where it was read from ("" when given as host:port)
   std::string token;
   std::string tls_ca;
 };
@@ -67,7 +72,7 @@ class CoordinatorClient {
   CoordinatorClient(const CoordinatorClient&) = delete;
   CoordinatorClient& operator=(const CoordinatorClient&) = delete;
 
-  const std::string& address() const;
+  std::string address() const;  // the one in use (it follows ClientOptions::address_file)
 
   // ---- workers ----
   // Returns the worker id. Remembers the coordinator's lease length and heartbeat interval.

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <optional>
@@ -410,6 +411,35 @@ TEST(Coordinator, AKilledCoordinatorRestartsAndTheRunEqualsAnUninterruptedOne) {
   const size_t at = log.rfind(" open lease(s) renewed");
   ASSERT_NE(at, std::string::npos) << log;
   EXPECT_GE(std::stoi(log.substr(log.rfind(' ', at - 1) + 1)), 1) << log << slurp(dir.file("a.log")) << slurp(dir.file("b.log"));
+}
+
+// A coordinator that comes back elsewhere (a requeued Slurm job: another node or port) is found again through
+// its address file, within the client's retry window: calls made while it was away succeed.
+TEST(Coordinator, AClientFollowsTheAddressFileToARestartedCoordinator) {
+  testing::TempDir dir;
+  Coordinator coord(dir);
+  const std::string first = coord.start();
+  ASSERT_NE(first, "") << coord.log();
+  const std::string published = dir.file("published");  // what the Slurm coordinator job publishes
+  write_file(published, first + "\n");
+  CoordinatorClient c(find_coordinator(published), quick(20s));
+  const int64_t id = c.submit(testing::small_plan("exp")).experiment_id;
+  coord.kill9();
+  std::filesystem::remove(published);  // withdrawn while it is away
+  auto during = std::async(std::launch::async, [&] { return c.list(); });
+  std::this_thread::sleep_for(1s);
+  const std::string second = coord.start();  // the same database, another port
+  ASSERT_NE(second, "") << coord.log();
+  ASSERT_NE(second, first);
+  write_file(published, second + "\n");
+  const std::vector<ExperimentStatus> listed = during.get();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].experiment_id, id);
+  EXPECT_EQ(c.address(), second);
+  // Given as host:port, the address is the address: no file to follow.
+  CoordinatorClient fixed(first, quick(1s));
+  EXPECT_THROW(fixed.list(), CoordinatorUnavailable);
+  EXPECT_EQ(coord.stop(), 0);
 }
 
 TEST(Coordinator, APausedWorkersLateReportIsRejected) {

@@ -3,6 +3,7 @@
 // submitit keeps a recorded sbatch script) and checked by `bash -n`. The real cluster: test_slurm_cluster.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -77,6 +78,11 @@ void expect_golden(const std::string& yaml, const std::string& dir, const std::v
     // Valid shell.
     write_file(tmp.file(scripts[i].name), scripts[i].text);
     EXPECT_EQ(std::system(("bash -n " + tmp.file(scripts[i].name)).c_str()), 0) << scripts[i].text;
+    // Whole: both end by passing on the programs' exit status (a golden file regenerated from a script that
+    // lost its tail once passed the comparison above).
+    const std::string tail = "\nexit $status\n";
+    EXPECT_EQ(scripts[i].text.substr(scripts[i].text.size() - std::min(scripts[i].text.size(), tail.size())), tail)
+        << scripts[i].name;
   }
 }
 

@@ -4,7 +4,9 @@
 // array of two tensor-parallel groups (2 ranks each, srun --mpi=pmix). Then the time-limit warning (USR1 to
 // the batch shell, as --signal=B:USR1@N sends it) mid-healing: checkpoint, lease back, requeue, resume, the
 // uninterrupted run's numbers; a worker job scancelled mid-healing: its task finishes on the other group; a
-// worker group SIGKILLed: its lease expires and the other group resumes the task from the checkpoint; and
+// worker group SIGKILLed: its lease expires and the other group resumes the task from the checkpoint; the
+// worker groups preempted by an urgent job: they requeue themselves and resume; the coordinator job
+// requeued: the workers wait for its new address and go on; and
 // `layerprune cancel --state` ends the experiment and every job it submitted.
 // Skips with the reason where Slurm is not installed or its daemons cannot start (not root, no munge key).
 // Run as one ctest entry: the tests share one cluster and run one after another.
@@ -81,7 +83,10 @@ class SlurmCluster : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     if (started_) {
-      // Every job of this private cluster, then its daemons (by their pid files).
+      // What each test submitted (a test that failed half-way has not cancelled its own; a coordinator on
+      // this host is stopped by its pid), every job of this private cluster, then its daemons (by their pid
+      // files).
+      for (const std::string& name : submitted_) cancel(name);
       sh("scancel --user=root");
       wait_until([] { return sh("squeue --noheader").text.empty(); }, 60);
       sh("bash " + testing::source_file("deploy/slurm/local_cluster.sh") + " stop " + dir_->file("cluster"));
@@ -93,13 +98,15 @@ class SlurmCluster : public ::testing::Test {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
   }
 
-  std::string file(const std::string& name) const { return dir_->file(name); }
+  static std::string file(const std::string& name) { return dir_->file(name); }
 
   // `layerprune slurm submit` of the mini experiment into state directory `name`; the jobs it reports.
-  json submit(const std::string& name) {
+  // `flags`: more flags of `slurm submit`.
+  json submit(const std::string& name, const std::string& flags = "") {
     write_file(file(name + ".yaml"),
                testing::mini_experiment_yaml(200, 2, "slurm: {groups: 2, time: \"15:00\", lease_seconds: 5, warning_seconds: 60}\n"));
-    const Output o = sh(layerprune() + " slurm submit " + file(name + ".yaml") + " --state " + file(name) + " --json");
+    submitted_.push_back(name);
+    const Output o = sh(layerprune() + " slurm submit " + file(name + ".yaml") + " --state " + file(name) + " --json " + flags);
     EXPECT_EQ(o.status, 0) << o.text;
     const size_t brace = o.text.rfind("\n{");
     if (o.status != 0 || brace == std::string::npos) throw std::runtime_error("slurm submit failed: " + o.text);
@@ -108,17 +115,52 @@ class SlurmCluster : public ::testing::Test {
   // Until the experiment is finished (status says done or failed), or the coordinator job has left the queue
   // (it stops itself 15 s after the experiment finishes; not waiting for that saves time).
   bool wait_finished(const json& jobs, double seconds) {
-    const std::string id = jobs.at("coordinator_job");
+    const std::string id = jobs.value("coordinator_job", "");  // none with --coordinator-on login
     const std::string state = jobs.at("state");
     return wait_until([&] {
-      if (sh("squeue --noheader --jobs=" + id).text.empty()) return true;
+      if (!id.empty() && sh("squeue --noheader --jobs=" + id).text.empty()) return true;
       const Output o = sh(layerprune() + " status 1 --json --retry-seconds 1 --coordinator " + state +
                           "/coordinator.address --token-file " + state + "/coordinator.token 2>/dev/null");
       return o.status == 0 && (o.text.find("\"state\":\"done\"") != std::string::npos ||
                                o.text.find("\"state\":\"failed\"") != std::string::npos);
     }, seconds);
   }
-  void cancel(const std::string& name) { sh(layerprune() + " slurm cancel " + file(name + ".yaml") + " --state " + file(name)); }
+  static void cancel(const std::string& name) { sh(layerprune() + " slurm cancel " + file(name + ".yaml") + " --state " + file(name)); }
+
+  // Waits for array task `job` ("12_1") to have requeued itself, then starts its next attempt without Slurm's
+  // hold. Slurm holds a requeued job for about 2 minutes (its EligibleTime), time for the node to finish off
+  // the old attempt. The tests do not wait that out: once slurmd has ended both of the old attempt's steps
+  // (the ranks' and the batch shell's), StartTime=now, repeated until the next attempt runs (one update right
+  // after the requeue did not always take). Poking it earlier relaunched the job while slurmd was still
+  // ending the old one, and slurmd refused ("Job N already killed, do not launch batch job": the attempt
+  // FAILED with exit code 1 and run time 0; seen in 1 of 3 runs).
+  // `ranks`: whether the job ran a step of ranks (worker arrays do, the coordinator job does not).
+  ::testing::AssertionResult start_requeued_attempt(const std::string& job, bool ranks = true) {
+    std::string job_id;  // the array task's own job id, as slurmd's log names it
+    if (!wait_until([&] {
+          const std::string s = sh("scontrol show job " + job).text;
+          std::smatch m;
+          if (job_id.empty() && std::regex_search(s, m, std::regex("JobId=([0-9]+)"))) job_id = m[1];
+          return s.find("Restarts=1") != std::string::npos;
+        }, 60))
+      return ::testing::AssertionFailure() << job << " did not requeue itself: " << sh("scontrol show job " + job).text;
+    const std::string slurmd_log = file("cluster/log/slurmd.log");
+    if (!wait_until([&] {
+          const std::string log = read_or_empty(slurmd_log);
+          return (!ranks || log.find("[" + job_id + ".0] done with job") != std::string::npos) &&
+                 log.find("[" + job_id + ".batch] done with job") != std::string::npos;
+        }, 60))
+      return ::testing::AssertionFailure() << "slurmd did not end job " << job_id << ": " << read_or_empty(slurmd_log);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    if (!wait_until([&] {
+          const std::string s = sh("scontrol show job " + job).text;
+          if (s.find("JobState=PENDING") != std::string::npos) sh("scontrol update JobId=" + job + " StartTime=now");
+          return s.find("JobState=RUNNING") != std::string::npos || s.find("JobState=COMPLETED") != std::string::npos;
+        }, 120))
+      return ::testing::AssertionFailure() << job << "'s next attempt did not start: " << sh("scontrol show job " + job).text
+                                           << read_or_empty(slurmd_log);
+    return ::testing::AssertionSuccess();
+  }
 
   // point -> metric -> value from the database, failing on a repeated (point, metric) row.
   Results results(const std::string& name) {
@@ -172,6 +214,7 @@ class SlurmCluster : public ::testing::Test {
   static inline std::string skip_;
   static inline bool started_ = false;
   static inline std::optional<Results> reference_;
+  static inline std::vector<std::string> submitted_;
 };
 
 TEST_F(SlurmCluster, TwoTp2WorkerGroupsComputeEveryGridPoint) {
@@ -198,31 +241,7 @@ TEST_F(SlurmCluster, TimeLimitWarningCheckpointsRequeuesAndResumes) {
   ASSERT_FALSE(job.empty());
   // What --signal=B:USR1@N does before the time limit.
   ASSERT_EQ(sh("scancel --batch --signal=USR1 " + job).status, 0);
-  // The array task requeues itself. Slurm holds a requeued job for about 2 minutes (its EligibleTime), time
-  // for the node to finish off the old attempt. The test does not wait that out: once slurmd has ended both of
-  // the old attempt's steps (the ranks' and the batch shell's), StartTime=now, repeated until the second
-  // attempt runs (one update right after the requeue did not always take). Poking it earlier relaunched the
-  // job while slurmd was still ending the old one, and slurmd refused ("Job N already killed, do not launch
-  // batch job": the attempt FAILED with exit code 1 and run time 0; seen in 1 of 3 runs).
-  std::string job_id;  // the array task's own job id, as slurmd's log names it
-  ASSERT_TRUE(wait_until([&] {
-    const std::string s = sh("scontrol show job " + job).text;
-    std::smatch m;
-    if (job_id.empty() && std::regex_search(s, m, std::regex("JobId=([0-9]+)"))) job_id = m[1];
-    return s.find("Restarts=1") != std::string::npos;
-  }, 60)) << sh("scontrol show job " + job).text;
-  const std::string slurmd_log = file("cluster/log/slurmd.log");
-  ASSERT_TRUE(wait_until([&] {
-    const std::string log = read_or_empty(slurmd_log);
-    return log.find("[" + job_id + ".0] done with job") != std::string::npos &&
-           log.find("[" + job_id + ".batch] done with job") != std::string::npos;
-  }, 60)) << read_or_empty(slurmd_log);
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  ASSERT_TRUE(wait_until([&] {
-    const std::string s = sh("scontrol show job " + job).text;
-    if (s.find("JobState=PENDING") != std::string::npos) sh("scontrol update JobId=" + job + " StartTime=now");
-    return s.find("JobState=RUNNING") != std::string::npos || s.find("JobState=COMPLETED") != std::string::npos;
-  }, 120)) << sh("scontrol show job " + job).text << read_or_empty(slurmd_log);
+  ASSERT_TRUE(start_requeued_attempt(job));
   ASSERT_TRUE(wait_finished(jobs, 300)) << sh("squeue").text << sh("tail -n 20 " + file("pre/logs/*")).text;
   // The requeued attempt starts (the experiment may already be finished by then: the other group takes the
   // released task at once).
@@ -261,6 +280,76 @@ TEST_F(SlurmCluster, ScancelledWorkerJobsTaskFinishesOnTheOtherGroup) {
   // No missing and no duplicate rows (results() fails on a duplicate), the uninterrupted run's values.
   EXPECT_EQ(results("kill"), want);
   cancel("kill");
+}
+
+// Preemption (local_cluster.sh: PreemptMode=REQUEUE, GraceTime 60 s on the default partition): an urgent job
+// that needs the whole node preempts the worker groups mid-healing. TERM, checkpoint, lease back, exit 3; each
+// array task then requeues itself (Slurm does not requeue a preempted job that exits within its grace time),
+// and once the urgent job is done the next attempts resume the task, to the uninterrupted run's numbers. The
+// coordinator runs on this host here (--coordinator-on login), out of the urgent job's way.
+TEST_F(SlurmCluster, PreemptedWorkerGroupsRequeueThemselvesAndResume) {
+  const Results want = reference();
+  const json jobs = submit("preempt", "--coordinator-on login");
+  const auto [key, job] = healing_task("preempt");
+  ASSERT_FALSE(job.empty());
+  const std::string array = jobs.at("workers").at("2");
+  std::vector<std::string> running;
+  for (const std::string& t : {array + "_0", array + "_1"})
+    if (sh("scontrol show job " + t).text.find("JobState=RUNNING") != std::string::npos) running.push_back(t);
+  ASSERT_NE(std::find(running.begin(), running.end(), job), running.end());
+  const Output urgent = sh("sbatch --parsable --partition=urgent --ntasks=8 --output=/dev/null --wrap 'sleep 3'");
+  ASSERT_EQ(urgent.status, 0) << urgent.text;
+  for (const std::string& t : running) {
+    ASSERT_TRUE(start_requeued_attempt(t));
+    EXPECT_CONTAINS(sh("scontrol show job " + t).text, "PreemptTime=") << t;
+  }
+  ASSERT_TRUE(wait_finished(jobs, 300)) << sh("squeue").text << sh("tail -n 20 " + file("preempt/logs/*")).text;
+  for (const std::string& t : running) {
+    const std::string log = read_or_empty(file("preempt/logs/workers-tp2-" + t + ".log"));
+    EXPECT_CONTAINS(log, "lease given back");  // (preemption signals the ranks, not this shell)
+    EXPECT_CONTAINS(log, "workers exited with status 3");
+    EXPECT_CONTAINS(log, "preempted");
+    EXPECT_CONTAINS(log, "requeueing " + t);
+  }
+  EXPECT_CONTAINS(sql("preempt", "SELECT group_concat(outcome) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.key = '" + key + "'"),
+                  "released,done");
+  std::string logs;
+  for (const auto& e : fs::directory_iterator(file("preempt/logs"))) logs += read_or_empty(e.path().string());
+  EXPECT_CONTAINS(logs, "resumed");
+  EXPECT_EQ(results("preempt"), want);
+  cancel("preempt");
+}
+
+// The coordinator job requeued mid-run (what Slurm does to it at the end of a preemption's grace time, or
+// after a node failure): it withdraws its address; the workers, once their calls have failed for their retry
+// window (30 s), exit 4 and their batch shells wait for the next attempt's address; the coordinator comes
+// back from its database on another port, the workers lease again, and the run ends with the uninterrupted
+// run's numbers, no row missing or repeated.
+TEST_F(SlurmCluster, RequeuedCoordinatorIsFoundAgainByTheWaitingWorkers) {
+  const Results want = reference();
+  const json jobs = submit("coord");
+  healing_task("coord");
+  const std::string coordinator = jobs.at("coordinator_job");
+  const std::string before = read_or_empty(file("coord/coordinator.address"));
+  ASSERT_EQ(sh("scontrol requeue " + coordinator).status, 0);
+  EXPECT_TRUE(wait_until([&] { return !fs::exists(file("coord/coordinator.address")); }, 30)) << "address withdrawn";
+  // Held (Slurm's ~2 minutes) until a worker group has given up on the old address and waits.
+  auto waiting = [&] {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(file("coord/logs"), ec))
+      if (read_or_empty(e.path().string()).find("the coordinator is unreachable: waiting") != std::string::npos) return true;
+    return false;
+  };
+  ASSERT_TRUE(wait_until(waiting, 150)) << sh("tail -n 5 " + file("coord/logs/*")).text;
+  ASSERT_TRUE(start_requeued_attempt(coordinator, false));
+  ASSERT_TRUE(wait_finished(jobs, 300)) << sh("squeue").text << sh("tail -n 20 " + file("coord/logs/*")).text;
+  EXPECT_NE(read_or_empty(file("coord/logs/coordinator-" + coordinator + ".log")).find("attempt 2"), std::string::npos);
+  std::string logs;
+  for (const auto& e : fs::directory_iterator(file("coord/logs"))) logs += read_or_empty(e.path().string());
+  EXPECT_CONTAINS(logs, "the coordinator is back at ");
+  EXPECT_EQ(logs.find("the coordinator is back at " + before), std::string::npos) << "a new address";
+  EXPECT_EQ(results("coord"), want);
+  cancel("coord");
 }
 
 // A worker group that dies without warning (every rank SIGKILLed at once, as a node failure or the OOM killer

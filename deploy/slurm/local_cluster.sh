@@ -122,7 +122,12 @@ SlurmdPidFile=$dir/run/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
+# Preemption as many sites set it up: jobs of the urgent partition requeue those of local, which get TERM
+# and GraceTime seconds to checkpoint first (the tests preempt the workers with an urgent job).
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 CONF
 
 export SLURM_CONF=$dir/slurm.conf
