@@ -320,18 +320,19 @@ TEST_F(SlurmCluster, PreemptedWorkerGroupsRequeueThemselvesAndResume) {
   cancel("preempt");
 }
 
-// The coordinator job requeued mid-run (what Slurm does to it at the end of a preemption's grace time, or
-// after a node failure): it withdraws its address; the workers, once their calls have failed for their retry
-// window (30 s), exit 4 and their batch shells wait for the next attempt's address; the coordinator comes
-// back from its database on another port, the workers lease again, and the run ends with the uninterrupted
-// run's numbers, no row missing or repeated.
+// The coordinator job requeued mid-run: its time-limit warning (USR1, as --signal=B:USR1@N sends it) makes
+// it stop, withdraw its address and requeue itself (Slurm requeues it the same way at the end of a
+// preemption's grace time). The workers, once their calls have failed for their retry window (30 s), exit 4
+// and their batch shells wait for the next attempt's address; the coordinator comes back from its database
+// on another port, the workers lease again, and the run ends with the uninterrupted run's numbers, no row
+// missing or repeated.
 TEST_F(SlurmCluster, RequeuedCoordinatorIsFoundAgainByTheWaitingWorkers) {
   const Results want = reference();
   const json jobs = submit("coord");
   healing_task("coord");
   const std::string coordinator = jobs.at("coordinator_job");
   const std::string before = read_or_empty(file("coord/coordinator.address"));
-  ASSERT_EQ(sh("scontrol requeue " + coordinator).status, 0);
+  ASSERT_EQ(sh("scancel --batch --signal=USR1 " + coordinator).status, 0);
   EXPECT_TRUE(wait_until([&] { return !fs::exists(file("coord/coordinator.address")); }, 30)) << "address withdrawn";
   // Held (Slurm's ~2 minutes) until a worker group has given up on the old address and waits.
   auto waiting = [&] {
@@ -343,7 +344,10 @@ TEST_F(SlurmCluster, RequeuedCoordinatorIsFoundAgainByTheWaitingWorkers) {
   ASSERT_TRUE(wait_until(waiting, 150)) << sh("tail -n 5 " + file("coord/logs/*")).text;
   ASSERT_TRUE(start_requeued_attempt(coordinator, false));
   ASSERT_TRUE(wait_finished(jobs, 300)) << sh("squeue").text << sh("tail -n 20 " + file("coord/logs/*")).text;
-  EXPECT_NE(read_or_empty(file("coord/logs/coordinator-" + coordinator + ".log")).find("attempt 2"), std::string::npos);
+  const std::string log = read_or_empty(file("coord/logs/coordinator-" + coordinator + ".log"));
+  EXPECT_CONTAINS(log, "USR1: time limit near: stopping, to requeue");
+  EXPECT_CONTAINS(log, "requeueing " + coordinator);
+  EXPECT_CONTAINS(log, "attempt 2");
   std::string logs;
   for (const auto& e : fs::directory_iterator(file("coord/logs"))) logs += read_or_empty(e.path().string());
   EXPECT_CONTAINS(logs, "the coordinator is back at ");

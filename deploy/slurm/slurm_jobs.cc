@@ -64,6 +64,10 @@ std::string coordinator_script(const Experiment& e, const SlurmPaths& p) {
   t += sbatch_line("mem", "4G");
   t += sbatch_line("time", time);
   t += site_lines(s);
+  if (s.warning_seconds > 0)
+    t += "# USR1 to this shell " + std::to_string(s.warning_seconds) +
+         " s before the time limit: stop, withdraw the address, requeue.\n" +
+         sbatch_line("signal", "B:USR1@" + std::to_string(s.warning_seconds));
   t += "#SBATCH --requeue\n";
   t += "#SBATCH --open-mode=append\n";
   t += sbatch_line("output", p.state + "/logs/coordinator-%j.log");
@@ -81,10 +85,13 @@ std::string coordinator_script(const Experiment& e, const SlurmPaths& p) {
   t += "coordinator=$!\n"
        "follow=\"\"\n"
        "stopping=0\n"
-       "# scancel, the time limit, the end of a preemption's grace time (Slurm then requeues this job): stop it\n"
-       "# cleanly (the database keeps everything for the next start), and withdraw the address at once, so that\n"
-       "# workers wait for the next attempt's instead of trying this one's.\n"
-       "trap 'stopping=1; rm -f \"$STATE/coordinator.address\"; kill -TERM $coordinator; [ -n \"$follow\" ] && kill $follow 2>/dev/null' TERM INT\n"
+       "requeue=0\n"
+       "# scancel, the end of a preemption's grace time (Slurm then requeues this job), the time-limit warning\n"
+       "# (USR1: this job requeues itself): stop it cleanly (the database keeps everything for the next start), and\n"
+       "# withdraw the address at once, so that workers wait for the next attempt's instead of trying this one's.\n"
+       "stop_coordinator() { stopping=1; rm -f \"$STATE/coordinator.address\"; kill -TERM $coordinator; [ -n \"$follow\" ] && kill $follow 2>/dev/null; }\n"
+       "trap stop_coordinator TERM INT\n"
+       "trap 'echo \"USR1: time limit near: stopping, to requeue\"; requeue=1; stop_coordinator' USR1\n"
        "while [ ! -s \"$STATE/coordinator.starting\" ]; do\n"
        "  kill -0 $coordinator 2>/dev/null || { echo \"the coordinator did not start\"; exit 1; }\n"
        "  sleep 0.2\n"
@@ -112,6 +119,10 @@ std::string coordinator_script(const Experiment& e, const SlurmPaths& p) {
        "status=$?\n"
        "rm -f \"$STATE/coordinator.address\"\n"
        "echo \"coordinator exited with status $status at $(date -Is)\"\n"
+       "if [ \"$requeue\" -eq 1 ]; then\n"
+       "  echo \"requeueing $SLURM_JOB_ID: the next attempt goes on from the database; the workers wait for it\"\n"
+       "  scontrol requeue \"$SLURM_JOB_ID\"\n"
+       "fi\n"
        "exit $status\n";
   return t;
 }
