@@ -1,7 +1,8 @@
 // The Slurm launcher on a real Slurm cluster: deploy/slurm/local_cluster.sh starts munge, slurmctld and slurmd
 // on this machine (8 slots on purpose, so a coordinator job and two TP-2 groups fit on 2 cores), and
 // `layerprune slurm submit` runs a small stories260K experiment through it: a coordinator job and a worker
-// array of two tensor-parallel groups (2 ranks each, srun --mpi=pmix). Then the time-limit warning (USR1 to
+// array of two tensor-parallel groups (2 ranks each, srun --mpi=pmix), and the shipped stories260k experiment
+// the same way. Then the time-limit warning (USR1 to
 // the batch shell, as --signal=B:USR1@N sends it) mid-healing: checkpoint, lease back, requeue, resume, the
 // uninterrupted run's numbers; a worker job scancelled mid-healing: its task finishes on the other group; a
 // worker group SIGKILLed: its lease expires and the other group resumes the task from the checkpoint; the
@@ -64,7 +65,7 @@ class SlurmCluster : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     for (const char* f : {"stories260K/stories260K.bin", "stories260K/tok512.model", "tinystories/tinystories_val.txt",
-                          "boolq/val.jsonl"})
+                          "boolq/val.jsonl", "mmlu/hendrycks_format"})
       if (testing::data_file(f).empty()) {
         skip_ = std::string(f) + " not found under " + testing::data_dir();
         return;
@@ -105,6 +106,10 @@ class SlurmCluster : public ::testing::Test {
   json submit(const std::string& name, const std::string& flags = "") {
     write_file(file(name + ".yaml"),
                testing::mini_experiment_yaml(200, 2, "slurm: {groups: 2, time: \"15:00\", lease_seconds: 5, warning_seconds: 60}\n"));
+    return submit_yaml(name, flags);
+  }
+  // `layerprune slurm submit` of <name>.yaml into state directory <name>; the jobs it reports.
+  json submit_yaml(const std::string& name, const std::string& flags = "") {
     submitted_.push_back(name);
     const Output o = sh(layerprune() + " slurm submit " + file(name + ".yaml") + " --state " + file(name) + " --json " + flags);
     EXPECT_EQ(o.status, 0) << o.text;
@@ -232,6 +237,27 @@ TEST_F(SlurmCluster, TwoTp2WorkerGroupsComputeEveryGridPoint) {
   // Token on: the coordinator listened off loopback with it.
   EXPECT_CONTAINS(read_or_empty(file("ref/slurm/coordinator.sbatch")), "--token-file");
   EXPECT_EQ(fs::status(file("ref/coordinator.token")).permissions() & fs::perms::others_read, fs::perms::none);
+}
+
+// The shipped experiments/stories260k.yaml (18 grid points: distances, the unhealed sweep, 9 QLoRA heals) with
+// its model at TP 2 (the one line changed) and a slurm: section added, through Slurm on two TP-2 worker array
+// tasks: every grid point has each of its metrics exactly once (results() fails on a repeated row).
+TEST_F(SlurmCluster, Stories260kExperimentOnTwoTp2Groups) {
+  std::string yaml = read_file(testing::source_file("experiments/stories260k.yaml"));
+  const size_t tp = yaml.find("    tp: 1\n");
+  ASSERT_NE(tp, std::string::npos);
+  yaml.replace(tp, 10, "    tp: 2\n");
+  ASSERT_EQ(yaml.find("\nslurm:"), std::string::npos);
+  write_file(file("s260k.yaml"), yaml + "slurm: {groups: 2, time: \"30:00\"}\n");
+  const json jobs = submit_yaml("s260k");
+  ASSERT_TRUE(wait_finished(jobs, 900)) << sh("squeue").text << sh("tail -n 5 " + file("s260k/logs/*")).text;
+  const Results r = results("s260k");
+  EXPECT_EQ(r.size(), 18u);
+  for (const auto& [point, metrics] : r)
+    for (const char* m : {"mmlu", "boolq", "loss"}) EXPECT_EQ(metrics.count(m), 1u) << point << " " << m;
+  EXPECT_CONTAINS(sql("s260k", "SELECT group_concat(DISTINCT tp) FROM tasks"), "2");
+  EXPECT_EQ(sql("s260k", "SELECT count(*) FROM tasks WHERE state != 'done'"), "0\n");
+  cancel("s260k");
 }
 
 TEST_F(SlurmCluster, TimeLimitWarningCheckpointsRequeuesAndResumes) {
