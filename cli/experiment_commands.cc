@@ -50,8 +50,7 @@ namespace {
 void add_coordinator_flags(ArgParser& p) {
   p.option("coordinator", "HOST:PORT or the address file a coordinator wrote (default $LAYERPRUNE_COORDINATOR)", "")
       .option("token-file", "the coordinator's shared token (default $LAYERPRUNE_COORDINATOR_TOKEN_FILE)", "")
-      .option("state", "an experiment's state directory (`run --state`, `slurm submit --state`): the coordinator's\n"
-                       "address and token files there are the defaults of --coordinator and --token-file", "")
+      .option("state", "a state directory of `run` or `slurm submit`: its address and token files are the defaults", "")
       .option("tls-ca", "CA certificate of a coordinator that serves TLS", "")
       .option("retry-seconds", "how long to keep trying an unreachable coordinator before giving up (exit 4)", "30");
 }

@@ -173,6 +173,18 @@ class SlurmCluster : public ::testing::Test {
     EXPECT_EQ(o.status, 0) << o.text;
     return testing::results_by_point(o.text);
   }
+  // The outcomes of task `key`'s attempts, in order ("released,done\n").
+  std::string outcomes(const std::string& name, const std::string& key) {
+    return sql(name, "SELECT group_concat(outcome) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.key = '" +
+                         key + "'");
+  }
+  // Every log of state directory `name`, concatenated.
+  std::string all_logs(const std::string& name) {
+    std::string logs;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(file(name + "/logs"), ec)) logs += read_or_empty(e.path().string());
+    return logs;
+  }
   std::string sql(const std::string& name, const std::string& query) {
     return sh("sqlite3 " + file(name + "/layerprune.db") + " \"" + query + "\"").text;
   }
@@ -280,10 +292,8 @@ TEST_F(SlurmCluster, TimeLimitWarningCheckpointsRequeuesAndResumes) {
   EXPECT_CONTAINS(log, "requeueing " + job);
   EXPECT_CONTAINS(log, "attempt 2");
   // The next lease of the task resumed from the checkpoint, and the healed numbers are the uninterrupted run's.
-  EXPECT_CONTAINS(sql("pre", "SELECT group_concat(outcome) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.key = '" + key + "'"),
-                  "released,done");
-  std::string logs;
-  for (const auto& e : fs::directory_iterator(file("pre/logs"))) logs += read_or_empty(e.path().string());
+  EXPECT_CONTAINS(outcomes("pre", key), "released,done");
+  const std::string logs = all_logs("pre");
   EXPECT_CONTAINS(logs, "resumed");
   EXPECT_EQ(results("pre"), want);
   cancel("pre");
@@ -337,10 +347,8 @@ TEST_F(SlurmCluster, PreemptedWorkerGroupsRequeueThemselvesAndResume) {
     EXPECT_CONTAINS(log, "preempted");
     EXPECT_CONTAINS(log, "requeueing " + t);
   }
-  EXPECT_CONTAINS(sql("preempt", "SELECT group_concat(outcome) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.key = '" + key + "'"),
-                  "released,done");
-  std::string logs;
-  for (const auto& e : fs::directory_iterator(file("preempt/logs"))) logs += read_or_empty(e.path().string());
+  EXPECT_CONTAINS(outcomes("preempt", key), "released,done");
+  const std::string logs = all_logs("preempt");
   EXPECT_CONTAINS(logs, "resumed");
   EXPECT_EQ(results("preempt"), want);
   cancel("preempt");
@@ -361,12 +369,7 @@ TEST_F(SlurmCluster, RequeuedCoordinatorIsFoundAgainByTheWaitingWorkers) {
   ASSERT_EQ(sh("scancel --batch --signal=USR1 " + coordinator).status, 0);
   EXPECT_TRUE(wait_until([&] { return !fs::exists(file("coord/coordinator.address")); }, 30)) << "address withdrawn";
   // Held (Slurm's ~2 minutes) until a worker group has given up on the old address and waits.
-  auto waiting = [&] {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(file("coord/logs"), ec))
-      if (read_or_empty(e.path().string()).find("the coordinator is unreachable: waiting") != std::string::npos) return true;
-    return false;
-  };
+  auto waiting = [&] { return all_logs("coord").find("the coordinator is unreachable: waiting") != std::string::npos; };
   ASSERT_TRUE(wait_until(waiting, 150)) << sh("tail -n 5 " + file("coord/logs/*")).text;
   ASSERT_TRUE(start_requeued_attempt(coordinator, false));
   ASSERT_TRUE(wait_finished(jobs, 300)) << sh("squeue").text << sh("tail -n 20 " + file("coord/logs/*")).text;
@@ -374,8 +377,7 @@ TEST_F(SlurmCluster, RequeuedCoordinatorIsFoundAgainByTheWaitingWorkers) {
   EXPECT_CONTAINS(log, "USR1: time limit near: stopping, to requeue");
   EXPECT_CONTAINS(log, "requeueing " + coordinator);
   EXPECT_CONTAINS(log, "attempt 2");
-  std::string logs;
-  for (const auto& e : fs::directory_iterator(file("coord/logs"))) logs += read_or_empty(e.path().string());
+  const std::string logs = all_logs("coord");
   EXPECT_CONTAINS(logs, "the coordinator is back at ");
   EXPECT_EQ(logs.find("the coordinator is back at " + before), std::string::npos) << "a new address";
   EXPECT_EQ(results("coord"), want);
@@ -404,11 +406,8 @@ TEST_F(SlurmCluster, KilledWorkerGroupLosesOnlyItsLease) {
                          60)) << sh("scontrol show job " + job).text;
   EXPECT_CONTAINS(sh("scontrol show job " + job).text, "Restarts=0");
   // Its attempt went stale (no report, no release); the next one, on the other group, finished it.
-  EXPECT_EQ(sql("sigkill", "SELECT group_concat(outcome) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.key = '" +
-                               key + "'"),
-            "stale,done\n");
-  std::string logs;
-  for (const auto& e : fs::directory_iterator(file("sigkill/logs"))) logs += read_or_empty(e.path().string());
+  EXPECT_EQ(outcomes("sigkill", key), "stale,done\n");
+  const std::string logs = all_logs("sigkill");
   EXPECT_CONTAINS(logs, "resumed");
   EXPECT_EQ(results("sigkill"), want);
   cancel("sigkill");
