@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -436,22 +437,22 @@ int cancel(int argc, char** argv) {
   const int64_t id = experiment_id(p);
   const std::string state = p.get("state");
   const std::optional<SubmittedJobs> jobs = state.empty() ? std::nullopt : read_submitted_jobs(state);
+  std::exception_ptr unreachable;
   try {
     const CancelOutcome c = connect(p)->cancel(id);
     std::printf("experiment #%lld: %lld tasks cancelled, %lld running tasks told to stop\n", (long long)id,
                 (long long)c.cancelled, (long long)c.leased);
   } catch (const CoordinatorUnavailable& e) {
     if (!jobs) throw;
-    // The jobs go anyway (they are what costs); the database keeps the tasks as they were.
+    // The jobs go anyway (they are what costs); the database keeps the tasks as they were; exit 4 after.
     std::fprintf(stderr, "cancel: %s; cancelling the Slurm jobs anyway (the experiment's tasks stay as they are)\n",
                  e.what());
-    for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
-      std::printf("%s\n", line.c_str());
-    throw;
+    unreachable = std::current_exception();
   }
   if (jobs)
     for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
       std::printf("%s\n", line.c_str());
+  if (unreachable) std::rethrow_exception(unreachable);
   return 0;
 }
 

@@ -41,6 +41,15 @@ inline std::string read_or_empty(const std::string& path) {
   }
 }
 
+// The first file named `name` anywhere under `dir` (e.g. a healing checkpoint, "step-000004.safetensors"), or
+// "" while there is none (or no `dir` yet).
+inline std::string find_under(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
+    if (e.path().filename() == name) return e.path().string();
+  return "";
+}
+
 // The pids of processes whose command line contains `needle` (not shells or launchers: sh, mpirun, srun) and
 // whose environment has every "NAME=value" of `environment`.
 inline std::vector<pid_t> pids_matching(const std::string& needle, const std::vector<std::string>& environment = {}) {

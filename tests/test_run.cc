@@ -160,12 +160,7 @@ TEST_F(Run, AWorkerKilledMidHealingIsReplacedAndItsTaskResumes) {
   Background bg("run " + file("k.yaml") + " --state " + file("k") + " --lease-seconds 3", tmp_.path());
   // SIGKILL the worker once a healing task has checkpointed (mid-training: 60 steps, a checkpoint every 2).
   const std::string ckpt = file("k/checkpoints/mini/heal");
-  ASSERT_TRUE(testing::wait_until([&] {
-    std::error_code ec;
-    for (const auto& e : fs::recursive_directory_iterator(ckpt, ec))
-      if (e.path().filename() == "step-000004.safetensors") return true;
-    return false;
-  }, 120)) << testing::read_or_empty(bg.err);
+  ASSERT_TRUE(testing::wait_until([&] { return !testing::find_under(ckpt, "step-000004.safetensors").empty(); }, 120)) << testing::read_or_empty(bg.err);
   const std::vector<pid_t> workers = testing::pids_matching("layerprune-worker --tp 1 --coordinator " + file("k"));
   ASSERT_EQ(workers.size(), 1u);
   kill(workers[0], SIGKILL);
@@ -202,12 +197,7 @@ TEST_F(Run, CtrlCStopsCleanlyAndTheSameCommandResumes) {
   {
     Background bg(args, tmp_.path());
     const std::string ckpt = file("i/checkpoints/mini/heal");
-    ASSERT_TRUE(testing::wait_until([&] {
-      std::error_code ec;
-      for (const auto& e : fs::recursive_directory_iterator(ckpt, ec))
-        if (e.path().filename() == "step-000004.safetensors") return true;
-      return false;
-    }, 120)) << testing::read_or_empty(bg.err);
+    ASSERT_TRUE(testing::wait_until([&] { return !testing::find_under(ckpt, "step-000004.safetensors").empty(); }, 120)) << testing::read_or_empty(bg.err);
     kill(bg.pid, SIGINT);  // what the terminal sends on Ctrl-C
     EXPECT_EQ(bg.wait(120), 130) << testing::read_or_empty(bg.err);
     const std::string err = testing::read_or_empty(bg.err);

@@ -206,13 +206,9 @@ class SlurmCluster : public ::testing::Test {
     std::string key;
     const std::string root = file(name + "/checkpoints/mini/");
     EXPECT_TRUE(wait_until([&] {
-      std::error_code ec;
-      for (const auto& e : fs::recursive_directory_iterator(root, ec))
-        if (e.path().filename() == "step-000010.safetensors") {
-          key = e.path().parent_path().string().substr(root.size());
-          return true;
-        }
-      return false;
+      const std::string found = testing::find_under(root, "step-000010.safetensors");
+      if (!found.empty()) key = fs::path(found).parent_path().string().substr(root.size());
+      return !found.empty();
     }, 240)) << "no healing checkpoint under " << root;
     const Output o = sh(layerprune() + " status 1 --tasks --json --coordinator " + file(name + "/coordinator.address") +
                         " --token-file " + file(name + "/coordinator.token") + " 2>/dev/null");

@@ -50,6 +50,19 @@ std::string header(const Experiment& e, const SlurmPaths& p, const std::string& 
          "# (edit the YAML's slurm: section or the command's flags, not this file; deploy/slurm/README.md).\n";
 }
 
+// The lines both jobs end their header with: the time-limit warning (what the shell does on it), requeueable,
+// the log appended to across attempts, then the start of the script.
+std::string requeue_lines(const SlurmSpec& s, const std::string& on_warning, const std::string& output) {
+  std::string t;
+  if (s.warning_seconds > 0)
+    t += "# USR1 to this shell " + std::to_string(s.warning_seconds) + " s before the time limit: " + on_warning +
+         ".\n" + sbatch_line("signal", "B:USR1@" + std::to_string(s.warning_seconds));
+  t += "#SBATCH --requeue\n";
+  t += "#SBATCH --open-mode=append\n";
+  t += sbatch_line("output", output);
+  return t + "\nset -u\n";
+}
+
 std::string coordinator_script(const Experiment& e, const SlurmPaths& p) {
   const SlurmSpec& s = e.slurm;
   const std::string time = s.coordinator_time.empty() ? s.time : s.coordinator_time;
@@ -64,14 +77,7 @@ std::string coordinator_script(const Experiment& e, const SlurmPaths& p) {
   t += sbatch_line("mem", "4G");
   t += sbatch_line("time", time);
   t += site_lines(s);
-  if (s.warning_seconds > 0)
-    t += "# USR1 to this shell " + std::to_string(s.warning_seconds) +
-         " s before the time limit: stop, withdraw the address, requeue.\n" +
-         sbatch_line("signal", "B:USR1@" + std::to_string(s.warning_seconds));
-  t += "#SBATCH --requeue\n";
-  t += "#SBATCH --open-mode=append\n";
-  t += sbatch_line("output", p.state + "/logs/coordinator-%j.log");
-  t += "\nset -u\n";
+  t += requeue_lines(s, "stop, withdraw the address, requeue", p.state + "/logs/coordinator-%j.log");
   t += setup_lines(s);
   t += "STATE=" + shell_quote(p.state) + "\n";
   t += "echo \"coordinator job $SLURM_JOB_ID, attempt $((${SLURM_RESTART_COUNT:-0} + 1)), on $(hostname) at $(date -Is)\"\n\n";
@@ -148,14 +154,7 @@ std::string workers_script(const Experiment& e, const SlurmPaths& p, int tp) {
   t += sbatch_line("time", s.time);
   if (!s.constraint.empty()) t += sbatch_line("constraint", s.constraint);
   t += site_lines(s);
-  if (s.warning_seconds > 0)
-    t += "# USR1 to this shell " + std::to_string(s.warning_seconds) +
-         " s before the time limit: checkpoint, give the lease back, requeue.\n" +
-         sbatch_line("signal", "B:USR1@" + std::to_string(s.warning_seconds));
-  t += "#SBATCH --requeue\n";
-  t += "#SBATCH --open-mode=append\n";
-  t += sbatch_line("output", p.state + "/logs/workers-tp" + tps + "-%A_%a.log");
-  t += "\nset -u\n";
+  t += requeue_lines(s, "checkpoint, give the lease back, requeue", p.state + "/logs/workers-tp" + tps + "-%A_%a.log");
   t += setup_lines(s);
   t += "STATE=" + shell_quote(p.state) + "\n";
   t += "# Where the coordinator is and its token (coordinator/client.h find_coordinator reads both).\n"
