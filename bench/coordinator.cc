@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "common/args.h"
-#include "coordinator/client.h"
+#include "proto/client.h"
 #include "coordinator/store.h"
 #include "tests/coordinator_fixtures.h"
 

@@ -1,4 +1,4 @@
-// MMLU 5-shot with each subject's few-shot prefix computed once (worker/prefix_eval.h) vs every question's
+// MMLU 5-shot with each subject's few-shot prefix computed once (evaluation/prefix_eval.h) vs every question's
 // full prompt (issue 4: "tokens processed and wall time ... target: at least 3x less wall time, answers
 // identical"), both measured in this run on the same items.
 //
@@ -16,13 +16,13 @@
 #include <filesystem>
 
 #include "common/args.h"
-#include "worker/eval_data.h"
-#include "worker/eval_tasks.h"
-#include "worker/evaluate.h"
-#include "worker/llama.h"
-#include "worker/make_model.h"
-#include "worker/runtime.h"
-#include "worker/tokenizer.h"
+#include "evaluation/eval_data.h"
+#include "evaluation/eval_tasks.h"
+#include "evaluation/evaluate.h"
+#include "model/llama.h"
+#include "model/make_model.h"
+#include "model/runtime.h"
+#include "formats/tokenizer.h"
 
 using namespace layerprune;
 

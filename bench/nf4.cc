@@ -16,7 +16,7 @@
 
 #include "common/args.h"
 #include "kernels/nf4.h"
-#include "worker/runtime.h"
+#include "model/runtime.h"
 
 using namespace layerprune;
 

@@ -2,6 +2,7 @@
 // measured in this run (issue: "correct, fast Llama forward pass on CPU").
 //
 //   roofline tokens/s = (sgemm FLOP/s at the same thread count) / (FLOPs per token)
+//   (the sgemm is LibTorch's at::mm: MKL inside PyPI's wheel, the best BLAS this build has)
 //   FLOPs per token   = 2 x (layer weights + LM head)   [every weight is one multiply-add per token]
 //                     + 2 x layers x context x dim      [attention scores and values, Kaplan et al. 2020]
 //
@@ -16,8 +17,8 @@
 #include <functional>
 
 #include "common/args.h"
-#include "worker/llama.h"
-#include "worker/runtime.h"
+#include "model/llama.h"
+#include "model/runtime.h"
 
 using namespace layerprune;
 
@@ -94,12 +95,12 @@ int main(int argc, char** argv) {
     // Rounds alternate the roofline GEMM and the forward so that both see the same machine state (the
     // VM's clock and neighbours drift); the best of each is kept.
     const int64_t n = p.get_int("gemm");
-    at::Tensor a = at::randn({n, n}), bm = at::randn({n, n}), c = at::empty({n, n});
-    at::mm_out(c, a, bm);
+    at::Tensor a = at::randn({n, n}), bm = at::randn({n, n}), prod = at::empty({n, n});
+    at::mm_out(prod, a, bm);
     model.forward(tokens);  // warm-up
     double gemm_s = 1e30, s = 1e30;
     for (int r = 0; r < reps; ++r) {
-      gemm_s = std::min(gemm_s, seconds_of([&] { at::mm_out(c, a, bm); }, 2));
+      gemm_s = std::min(gemm_s, seconds_of([&] { at::mm_out(prod, a, bm); }, 2));
       s = std::min(s, seconds_of([&] { model.forward(tokens); }, 1));
     }
     double gemm = 2.0 * n * n * n / gemm_s;

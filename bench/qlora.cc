@@ -18,10 +18,10 @@
 
 #include "common/args.h"
 #include "common/progress.h"
-#include "worker/lora.h"
-#include "worker/make_model.h"
-#include "worker/runtime.h"
-#include "worker/trainer.h"
+#include "model/lora.h"
+#include "model/make_model.h"
+#include "model/runtime.h"
+#include "healing/trainer.h"
 
 using namespace layerprune;
 

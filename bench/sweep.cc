@@ -1,4 +1,4 @@
-// The shared-prefix sweep (worker/sweep.h) against evaluating every pruned variant on its own, measured in
+// The shared-prefix sweep (method/sweep.h) against evaluating every pruned variant on its own, measured in
 // one run on a random 32-layer Llama: both strategies x 10 fractions (0.05 .. 0.5) on the same BoolQ items.
 //
 // Printed: layer evaluations of each (counted work), wall time of each, and how much of the counted saving
@@ -15,14 +15,14 @@
 #include "common/args.h"
 #include "common/data_locator.h"
 #include "common/error.h"
-#include "worker/distances.h"
-#include "worker/eval_data.h"
-#include "worker/eval_tasks.h"
-#include "worker/evaluate.h"
-#include "worker/make_model.h"
-#include "worker/pruning.h"
-#include "worker/runtime.h"
-#include "worker/sweep.h"
+#include "method/distances.h"
+#include "evaluation/eval_data.h"
+#include "evaluation/eval_tasks.h"
+#include "evaluation/evaluate.h"
+#include "model/make_model.h"
+#include "experiment/pruning.h"
+#include "model/runtime.h"
+#include "method/sweep.h"
 
 using namespace layerprune;
 

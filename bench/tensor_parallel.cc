@@ -17,7 +17,7 @@
 
 #include "common/args.h"
 #include "common/text_file.h"
-#include "worker/make_model.h"
+#include "model/make_model.h"
 
 using namespace layerprune;
 

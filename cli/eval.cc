@@ -1,5 +1,5 @@
 // `layerprune eval`: MMLU or BoolQ accuracy of a model, whole or with layers dropped, scored as
-// lm-evaluation-harness v0.4 scores them (worker/eval_tasks.h, worker/evaluate.h).
+// lm-evaluation-harness v0.4 scores them (evaluation/eval_tasks.h, evaluation/evaluate.h).
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -15,10 +15,10 @@
 #include "common/hashing.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/eval_data.h"
-#include "worker/eval_tasks.h"
-#include "worker/evaluate.h"
-#include "worker/pruning.h"
+#include "evaluation/eval_data.h"
+#include "evaluation/eval_tasks.h"
+#include "evaluation/evaluate.h"
+#include "experiment/pruning.h"
 
 namespace layerprune::cli {
 

@@ -2,15 +2,15 @@
 //
 //   layerprune run experiments/stories260k.yaml
 //       starts a coordinator on an SQLite file in the run's state directory, submits the experiment, starts
-//       worker groups with mpirun, shows progress, and prints the curves at the end. Ctrl-C stops the workers
-//       (healing checkpoints, leases given back) and the coordinator; running the same command again
-//       resumes where it stopped (nothing lost, nothing repeated).
+//       worker groups with mpirun, shows progress, and prints the curves at the end; a job that dies is started
+//       again (--max-restarts). Both go through the launcher interface (launcher/launcher.h: LocalLauncher),
+//       as `layerprune slurm` does with SlurmLauncher. Ctrl-C stops the workers (healing checkpoints, leases
+//       given back) and the coordinator; running the same command again resumes where it stopped (nothing
+//       lost, nothing repeated).
 //   layerprune submit|status|cancel|results|curves --coordinator HOST:PORT|ADDRESS_FILE ...
 //       the same against a running coordinator (a cluster's), or results/curves straight from the
 //       database file with --db.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +27,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -35,11 +36,14 @@
 #include "common/args.h"
 #include "common/error.h"
 #include "common/text_file.h"
-#include "coordinator/client.h"
+#include "proto/client.h"
 #include "coordinator/curves.h"
-#include "coordinator/experiment.h"
+#include "experiment/experiment.h"
 #include "coordinator/store.h"
 #include "deploy/slurm/slurm_jobs.h"
+#include "deploy/slurm/slurm_launcher.h"
+#include "launcher/launcher.h"
+#include "launcher/local_launcher.h"
 
 namespace layerprune::cli {
 
@@ -146,44 +150,6 @@ std::string sibling_program(const std::string& name, const std::string& build_su
   throw InputError("cannot find " + name + " beside " + self.string() + " (build it: ninja -C build " + name + ")");
 }
 
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    setpgid(0, 0);  // its own process group: the terminal's Ctrl-C reaches only us, we pass it on
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execvp(argv[0], argv.data());
-    std::fprintf(stderr, "cannot run %s\n", args[0].c_str());
-    _exit(127);
-  }
-  return pid;
-}
-
-bool exited(pid_t pid, int* status) {
-  int st = 0;
-  const pid_t r = waitpid(pid, &st, WNOHANG);
-  if (r == pid) *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r == pid;
-}
-
-int wait_for(pid_t pid, double seconds) {
-  int status = -1;
-  for (int i = 0; i < int(seconds * 10); ++i) {
-    if (exited(pid, &status)) return status;
-    usleep(100'000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  return 137;
-}
-
 std::string tail_of(const std::string& file, size_t bytes) {
   std::string s;
   try {
@@ -199,31 +165,29 @@ std::string trim(std::string s) {
   return s;
 }
 
-// A process `run` looks after: started in its own process group with its output in a log file, restarted a
-// few times if it dies before the experiment is finished.
-struct Child {
-  std::vector<std::string> args;
-  std::string log;
-  pid_t pid = -1;
-  int restarts = 0, last_status = 0;
-  static constexpr int kMaxRestarts = 5;
+// A job `run` looks after through the launcher (LocalLauncher: its own process group, its output in a log file):
+// started again if it dies before the experiment is finished, at most `max_restarts` times.
+struct Supervised {
+  Supervised(WorkerGroupJob j, std::string w, int max) : job(std::move(j)), what(std::move(w)), max_restarts(max) {}
+  WorkerGroupJob job;
+  std::string what;  // "the coordinator", "a worker job"
+  int max_restarts;
+  JobId id;
+  int restarts = 0;
 
-  void start() { pid = spawn(args, log); }
-  void restart(const std::string& what, int status) {
-    if (++restarts > kMaxRestarts)
+  void start(Launcher& launcher) { id = launcher.submit(job); }
+  void restart(Launcher& launcher, int status) {
+    if (++restarts > max_restarts)
       throw std::runtime_error(what + " died " + std::to_string(restarts) + " times (last status " +
-                               std::to_string(status) + "); see " + log + ":\n" + tail_of(log, 2000));
-    std::fprintf(stderr, "run: %s exited with status %d; starting it again (log %s)\n", what.c_str(), status, log.c_str());
-    start();
-  }
-  // Waits for it to exit (after `signal`, if not 0), killing it after `seconds`.
-  void stop(int signal, double seconds) {
-    if (pid <= 0) return;
-    if (signal) kill(pid, signal);
-    last_status = wait_for(pid, seconds);
-    pid = -1;
+                               std::to_string(status) + "); see " + job.log + ":\n" + tail_of(job.log, 2000));
+    std::fprintf(stderr, "run: %s exited with status %d; starting it again (log %s)\n", what.c_str(), status,
+                 job.log.c_str());
+    start(launcher);
   }
 };
+
+bool ended(JobState s) { return !job_active(s); }
+int exit_of(const JobStatus& s) { return s.exit_status.value_or(-1); }
 
 std::atomic<int> g_interrupts{0};
 extern "C" void on_interrupt(int) { g_interrupts++; }
@@ -232,17 +196,24 @@ extern "C" void on_interrupt(int) { g_interrupts++; }
 
 int run(int argc, char** argv) {
   ArgParser p("run", "Run an experiment on this machine: a coordinator on an SQLite file in --state, the worker\n"
-                     "groups with mpirun, progress while it runs, and the curves at the end. Ctrl-C stops it\n"
-                     "cleanly (healing checkpoints, leases given back); the same command again resumes it.");
+                     "groups with mpirun, progress while it runs, and the curves at the end. A coordinator or worker\n"
+                     "job that dies is started again, up to --max-restarts times each. Ctrl-C stops it cleanly\n"
+                     "(healing checkpoints, leases given back); the same command again resumes it.");
   p.positional("EXPERIMENT", "the experiment YAML (experiments/*.yaml)")
       .option("state", "directory for the database, converted models, checkpoints and logs (default runs/<name>)", "")
       .option("groups", "worker groups per tensor-parallel size (each tp ranks)", "1")
       .option("threads", "CPU threads per worker rank (0: the cores divided among the ranks)", "0")
       .option("lease-seconds", "the coordinator's lease length (a dead worker's task is re-leased after it)", "60")
+      .option("max-restarts", "times a coordinator or worker job that dies is started again before run gives up (exit 1)",
+              "5")
       .option("svg", "write the curves here (default <state>/curves.svg)", "")
       .option("mpirun", "the MPI launcher", "mpirun");
   if (!p.parse(argc, argv)) return 0;
   const auto t0 = std::chrono::steady_clock::now();
+  const int groups = int(p.get_int("groups"));
+  if (groups < 1) throw UsageError("--groups must be >= 1");
+  const int max_restarts = int(p.get_int("max-restarts"));
+  if (max_restarts < 0) throw UsageError("--max-restarts must be >= 0");
   Experiment e = parse_experiment_file(p.get("EXPERIMENT"));
   const std::string state = p.get("state").empty() ? "runs/" + e.name : p.get("state");
   fs::create_directories(state + "/logs");
@@ -257,29 +228,48 @@ int run(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  // The coordinator: loopback only, a fresh port written to the address file (kept on a restart).
+  // Every job goes through the launcher interface, as `layerprune slurm` does with Slurm's: here each is a child
+  // process group with its output in <state>/logs/; whatever is still running when run() leaves is killed.
+  LocalLauncher launcher(LocalLauncher::Options{p.get("mpirun")});
+
+  // The coordinator: one process (no MPI), loopback only, a fresh port written to the address file (kept on a
+  // restart). 20 s to stop after TERM.
   const std::string address_file = state + "/coordinator.address";
   fs::remove(address_file);
-  Child coordinator{{sibling_program("layerprune-coordinator", "coordinator"), "--db", state + "/layerprune.db",
-                     "--listen", "127.0.0.1:0", "--address-file", address_file, "--lease-seconds",
-                     p.get("lease-seconds")},
-                    state + "/logs/coordinator.log"};
-  coordinator.start();
-  int status = 0;
+  WorkerGroupJob cj;
+  cj.experiment = e.name;
+  cj.name = "coordinator";
+  cj.mpi = false;
+  cj.command = {sibling_program("layerprune-coordinator", "coordinator"), "--db", state + "/layerprune.db",
+                "--listen", "127.0.0.1:0", "--address-file", address_file, "--lease-seconds", p.get("lease-seconds")};
+  cj.log = state + "/logs/coordinator.log";
+  cj.stop_seconds = 20;
+  Supervised coordinator(cj, "the coordinator", max_restarts);
+  coordinator.start(launcher);
   for (int i = 0; i < 300 && !fs::exists(address_file); ++i) {
-    if (exited(coordinator.pid, &status))
-      throw std::runtime_error("the coordinator exited with status " + std::to_string(status) + ":\n" +
-                               tail_of(coordinator.log, 2000));
+    const JobStatus cs = launcher.status(coordinator.id);
+    if (ended(cs.state))
+      throw std::runtime_error("the coordinator exited with status " + std::to_string(exit_of(cs)) + ":\n" +
+                               tail_of(coordinator.job.log, 2000));
     usleep(100'000);
   }
   if (!fs::exists(address_file)) throw std::runtime_error("the coordinator did not start within 30 s");
-  coordinator.args[4] = trim(read_file(address_file));  // restarts listen where the workers look
+  coordinator.job.command[4] = trim(read_file(address_file));  // restarts listen where the workers look
 
   int exit_status = 0;
-  std::vector<Child> workers;
+  std::vector<Supervised> workers;
+  auto ids = [&] {
+    std::vector<JobId> out;
+    for (const Supervised& w : workers) out.push_back(w.id);
+    return out;
+  };
+  // TERM to every worker job at once (mpirun forwards it: healing checkpoints, leases back; KILL after their
+  // stop_seconds), then the coordinator.
   auto stop_all = [&] {
-    for (Child& w : workers) w.stop(SIGTERM, 120);  // mpirun forwards it: healing checkpoints, leases back
-    coordinator.stop(SIGTERM, 20);
+    for (const Supervised& w : workers) launcher.cancel(w.id);
+    wait_for_end(launcher, ids(), 125);
+    launcher.cancel(coordinator.id);
+    wait_for_end(launcher, {coordinator.id}, 25);
   };
   try {
     CoordinatorClient client(find_coordinator(address_file));
@@ -287,40 +277,41 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "run: experiment #%lld %s (%lld points, %lld tasks)\n", (long long)sub.experiment_id,
                  sub.existed ? "resumed from the database" : "submitted", (long long)sub.points, (long long)sub.tasks);
 
-    // Worker groups: one mpirun per tensor-parallel size the models need.
+    // Worker groups: one job (one mpirun of tp x groups ranks) per tensor-parallel size the models need.
     std::set<int> tps;
     for (const ModelSpec& m : plan.experiment.models) tps.insert(m.tp);
-    const int groups = int(p.get_int("groups"));
-    if (groups < 1) throw UsageError("--groups must be >= 1");
     for (int tp : tps) {
-      std::vector<std::string> cmd = {p.get("mpirun"), "--oversubscribe", "-np", std::to_string(tp * groups)};
-      if (geteuid() == 0) cmd.push_back("--allow-run-as-root");  // containers and CI run as root
-      for (const std::string& a : {sibling_program("layerprune-worker", "worker"), std::string("--tp"),
-                                   std::to_string(tp), std::string("--coordinator"), address_file,
-                                   std::string("--work-dir"), state, std::string("--threads"), p.get("threads")})
-        cmd.push_back(a);
-      workers.push_back(Child{cmd, state + "/logs/workers-tp" + std::to_string(tp) + ".log"});
-      workers.back().start();
-      std::fprintf(stderr, "run: %d worker group(s) of tp %d (log %s)\n", groups, tp, workers.back().log.c_str());
+      WorkerGroupJob wj;
+      wj.experiment = e.name;
+      wj.name = "workers-tp" + std::to_string(tp);
+      wj.tp = tp;
+      wj.groups = groups;
+      wj.command = {sibling_program("layerprune-worker", "worker"), "--tp", std::to_string(tp), "--coordinator",
+                    address_file, "--work-dir", state, "--threads", p.get("threads")};
+      wj.log = state + "/logs/workers-tp" + std::to_string(tp) + ".log";
+      wj.stop_seconds = 120;
+      workers.emplace_back(wj, "a worker job", max_restarts);
+      workers.back().start(launcher);
+      std::fprintf(stderr, "run: %d worker group(s) of tp %d (log %s)\n", groups, tp, wj.log.c_str());
     }
 
-    // Progress until the experiment is finished or Ctrl-C. A process that dies is started again (a killed
-    // worker's task is re-leased when its lease expires and resumes from its checkpoint; a killed
-    // coordinator restarts from its database), a few times at most.
+    // Progress until the experiment is finished or Ctrl-C. A job that dies is started again (a killed worker's
+    // task is re-leased when its lease expires and resumes from its checkpoint; a killed coordinator restarts
+    // from its database), --max-restarts times at most.
     ExperimentStatus s;
     std::string last;
     auto last_print = std::chrono::steady_clock::now();
     while (g_interrupts == 0) {
-      int st = 0;
-      if (exited(coordinator.pid, &st)) coordinator.restart("the coordinator", st);
-      for (Child& w : workers)
-        if (w.pid > 0 && exited(w.pid, &st)) {
-          w.pid = -1;
-          w.last_status = st;
-        }
+      const JobStatus cs = launcher.status(coordinator.id);
+      if (ended(cs.state)) coordinator.restart(launcher, exit_of(cs));
+      // Which worker jobs had ended before the status below: one that ended after it may have found the
+      // experiment finished.
+      std::vector<std::optional<JobStatus>> dead(workers.size());
+      for (size_t i = 0; i < workers.size(); ++i)
+        if (const JobStatus ws = launcher.status(workers[i].id); ended(ws.state)) dead[i] = ws;
       try {
         s = client.watch_status(sub.experiment_id, /*follow=*/false, {}, /*include_tasks=*/true);
-      } catch (const CoordinatorUnavailable& e) {
+      } catch (const CoordinatorUnavailable&) {
         continue;  // restarting: the next round restarts it or finds it back
       }
       // A line when points finish or tasks fail, else every 15 s (leases come and go too often to print).
@@ -332,8 +323,8 @@ int run(int argc, char** argv) {
         last_print = std::chrono::steady_clock::now();
       }
       if (s.finished) break;
-      for (Child& w : workers)
-        if (w.pid < 0) w.restart("a worker job", w.last_status);
+      for (size_t i = 0; i < workers.size(); ++i)
+        if (dead[i]) workers[i].restart(launcher, exit_of(*dead[i]));
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
 
@@ -343,8 +334,11 @@ int run(int argc, char** argv) {
       std::fprintf(stderr, "run: stopped; run the same command again to resume from %s\n", state.c_str());
       return 130;
     }
-    // The workers exit by themselves once the coordinator has nothing left.
-    for (Child& w : workers) w.stop(0, 60);
+    // The workers exit by themselves once the coordinator has nothing left; one that has not within 60 s is
+    // stopped.
+    const std::vector<JobId> lingering = wait_for_end(launcher, ids(), 60);
+    for (const JobId& id : lingering) launcher.cancel(id);
+    wait_for_end(launcher, lingering, 125);
     for (const TaskStatus& t : s.tasks)
       if (t.state == "failed") {
         std::fprintf(stderr, "run: task %s failed after %d attempt(s): %s\n", t.key.c_str(), t.attempts, t.error.c_str());
@@ -364,7 +358,8 @@ int run(int argc, char** argv) {
     stop_all();
     throw;
   }
-  coordinator.stop(SIGTERM, 20);
+  launcher.cancel(coordinator.id);
+  wait_for_end(launcher, {coordinator.id}, 25);
   return exit_status;
 }
 
@@ -437,6 +432,7 @@ int cancel(int argc, char** argv) {
   const int64_t id = experiment_id(p);
   const std::string state = p.get("state");
   const std::optional<SubmittedJobs> jobs = state.empty() ? std::nullopt : read_submitted_jobs(state);
+  SlurmLauncher slurm;
   std::exception_ptr unreachable;
   try {
     const CancelOutcome c = connect(p)->cancel(id);
@@ -450,7 +446,7 @@ int cancel(int argc, char** argv) {
     unreachable = std::current_exception();
   }
   if (jobs)
-    for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
+    for (const std::string& line : cancel_submitted_jobs(slurm, state, *jobs, p.get_double("wait-seconds")))
       std::printf("%s\n", line.c_str());
   if (unreachable) std::rethrow_exception(unreachable);
   return 0;

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
-#include "worker/llama2c.h"
+#include "model/llama2c.h"
 
 namespace layerprune::cli {
 

@@ -1,10 +1,10 @@
 // Getting an experiment's models into the form workers load: a llama2.c checkpoint is converted once into
-// a Hugging Face directory (worker/llama2c.h) under `models_dir/<name>`, and the experiment's model spec is
+// a Hugging Face directory (model/llama2c.h) under `models_dir/<name>`, and the experiment's model spec is
 // rewritten to point at it. Hugging Face models are checked for config.json and tokenizer.model.
 #pragma once
 #include <string>
 
-#include "coordinator/experiment.h"
+#include "experiment/experiment.h"
 
 namespace layerprune::cli {
 

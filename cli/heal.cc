@@ -1,5 +1,6 @@
 // `layerprune heal`: LoRA healing of a pruned model (the paper's appendix recipe by default), with validation
 // loss before and after and the unpruned model's for the gap, checkpoints, resume, SIGTERM, merged export.
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -17,13 +18,13 @@
 #include "common/hashing.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/lora.h"
-#include "worker/loss.h"
-#include "worker/prune_export.h"
+#include "model/lora.h"
+#include "model/loss.h"
+#include "formats/prune_export.h"
 #include "worker/stages.h"
-#include "worker/pruning.h"
-#include "worker/tensor_io.h"
-#include "worker/trainer.h"
+#include "experiment/pruning.h"
+#include "model/tensor_io.h"
+#include "healing/trainer.h"
 
 namespace layerprune::cli {
 

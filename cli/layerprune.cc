@@ -12,8 +12,8 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/version.h"
-#include "coordinator/client.h"
-#include "worker/runtime.h"
+#include "proto/client.h"
+#include "model/runtime.h"
 
 namespace {
 
@@ -21,7 +21,7 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(int, char**);
-  bool computes;  // runs LibTorch work: worth a re-exec for the OpenMP wait policy (worker/runtime.h)
+  bool computes;  // runs LibTorch work: worth a re-exec for the OpenMP wait policy (model/runtime.h)
 };
 
 const Command kCommands[] = {

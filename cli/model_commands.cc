@@ -14,14 +14,14 @@
 #include "common/progress.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/generate.h"
-#include "worker/llama.h"
-#include "worker/llama2c.h"
-#include "worker/loss.h"
-#include "worker/make_model.h"
-#include "worker/pruning.h"
-#include "worker/runtime.h"
-#include "worker/tokenizer.h"
+#include "model/generate.h"
+#include "model/llama.h"
+#include "model/llama2c.h"
+#include "model/loss.h"
+#include "model/make_model.h"
+#include "experiment/pruning.h"
+#include "model/runtime.h"
+#include "formats/tokenizer.h"
 
 namespace layerprune::cli {
 

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "common/error.h"
-#include "worker/runtime.h"
+#include "model/runtime.h"
 
 namespace layerprune::cli {
 

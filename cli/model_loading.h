@@ -2,8 +2,8 @@
 // model directory with its tokenizer (the vocabulary sizes must agree).
 #pragma once
 #include "common/args.h"
-#include "worker/llama.h"
-#include "worker/tokenizer.h"
+#include "model/llama.h"
+#include "formats/tokenizer.h"
 
 namespace layerprune::cli {
 

@@ -1,5 +1,5 @@
 // `layerprune plan`: per-rank memory and FLOPs of running or healing a pruned Llama, from its config.json
-// alone (worker/planner.h). Loads no weights and no LibTorch work, so it answers "how many GPUs, which
+// alone (method/planner.h). Loads no weights and no LibTorch work, so it answers "how many GPUs, which
 // quantisation" in milliseconds before any job is submitted.
 #include <cstdio>
 #include <iostream>
@@ -9,8 +9,8 @@
 #include "cli/commands.h"
 #include "common/args.h"
 #include "common/error.h"
-#include "worker/llama_config.h"
-#include "worker/planner.h"
+#include "formats/llama_config.h"
+#include "method/planner.h"
 
 namespace layerprune::cli {
 
@@ -18,7 +18,7 @@ namespace {
 
 const char* kAssumptions = R"(What is counted (per rank of a tensor-parallel group of --tp ranks; L layers, n = round(f x L) pruned,
 L' = L - n kept; D hidden, H heads, KV kv heads, hd = D/H, F FFN, V vocab; B batch, T sequence):
-  layout        as worker/tensor_parallel.h: q, o split by heads (H % tp == 0); k, v split when KV % tp == 0,
+  layout        as model/tensor_parallel.h: q, o split by heads (H % tp == 0); k, v split when KV % tp == 0,
                 else (tp % KV == 0) one KV head per rank, replicated; gate, up, down split by FFN features
                 (ceil(F/tp) on the largest rank); norms and the embedding (V x D) replicated; LM head
                 vocab-parallel, ceil(V/tp) x D (0 when tied to the embedding).

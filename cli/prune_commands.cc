@@ -18,15 +18,15 @@
 #include "common/svg.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/distances.h"
-#include "worker/prune_export.h"
-#include "worker/pruning.h"
-#include "worker/eval_data.h"
-#include "worker/eval_tasks.h"
-#include "worker/evaluate.h"
-#include "worker/loss.h"
+#include "method/distances.h"
+#include "formats/prune_export.h"
+#include "experiment/pruning.h"
+#include "evaluation/eval_data.h"
+#include "evaluation/eval_tasks.h"
+#include "evaluation/evaluate.h"
+#include "model/loss.h"
 #include "worker/stages.h"
-#include "worker/sweep.h"
+#include "method/sweep.h"
 
 namespace layerprune::cli {
 

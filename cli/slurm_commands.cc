@@ -5,7 +5,9 @@
 //   layerprune slurm cancel EXPERIMENT.yaml [--state DIR]               scancel what submit submitted
 //
 // The YAML's slurm: section (experiments/README.md) sets partition, account, QoS, time, TP groups, GPUs,
-// CPUs and memory; the flags below override it. --state must be on a filesystem every node sees.
+// CPUs and memory; the flags below override it. --state must be on a filesystem every node sees. The jobs are
+// submitted, watched and cancelled through the launcher interface (launcher/launcher.h; SlurmLauncher in
+// deploy/slurm/slurm_launcher.h), the one `layerprune run` uses with LocalLauncher.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -26,9 +28,11 @@
 #include "common/args.h"
 #include "common/error.h"
 #include "common/text_file.h"
-#include "coordinator/client.h"
-#include "coordinator/experiment.h"
+#include "proto/client.h"
+#include "experiment/experiment.h"
 #include "deploy/slurm/slurm_jobs.h"
+#include "deploy/slurm/slurm_launcher.h"
+#include "launcher/launcher.h"
 
 namespace layerprune::cli {
 
@@ -204,8 +208,11 @@ int slurm_submit(int argc, char** argv) {
   std::string state;
   Experiment e = load(p, &state);
   const SlurmPaths paths = paths_for(p, state, "");
+  SlurmLauncher slurm;
   if (const auto old = read_submitted_jobs(state)) {
-    const std::vector<std::string> active = active_jobs(old->job_ids());
+    std::vector<JobId> active;
+    for (const JobId& id : old->job_ids())
+      if (job_active(slurm.status(id).state)) active.push_back(id);
     if (!active.empty())
       throw InputError("experiment " + e.name + " is already submitted from " + state + ": jobs " + active.front() +
                        (active.size() > 1 ? " and others" : "") + " are queued or running (layerprune slurm cancel first)");
@@ -225,7 +232,7 @@ int slurm_submit(int argc, char** argv) {
   int64_t experiment_id = 0;  // known here only when the coordinator runs here
   if (e.slurm.coordinator == "job") {
     fs::remove(state + "/coordinator.address");  // a previous run's: the new job publishes its own
-    jobs.coordinator_job = sbatch(state + "/slurm/coordinator.sbatch");
+    jobs.coordinator_job = slurm.submit(slurm_job(e, paths, scripts.front()));  // coordinator.sbatch
   } else {
     // Here: started detached, the experiment submitted, then the address published for the workers.
     fs::remove(state + "/coordinator.address");
@@ -244,7 +251,7 @@ int slurm_submit(int argc, char** argv) {
   write_submitted_jobs(state, jobs);  // before the workers: cancel finds the coordinator already
   for (const SlurmScript& s : scripts) {
     if (s.tp == 0) continue;
-    jobs.workers[std::to_string(s.tp)] = sbatch(state + "/slurm/" + s.name);
+    jobs.workers[std::to_string(s.tp)] = slurm.submit(slurm_job(e, paths, s));  // workers-tp<N>.sbatch
     write_submitted_jobs(state, jobs);
   }
   if (p.flag_set("json")) {
@@ -282,7 +289,8 @@ int slurm_cancel(int argc, char** argv) {
   const Experiment e = load(p, &state);
   const auto jobs = read_submitted_jobs(state);
   if (!jobs) throw InputError("nothing submitted from " + state + " (no " + submitted_jobs_file(state) + ")");
-  for (const std::string& line : cancel_submitted_jobs(state, *jobs, p.get_double("wait-seconds")))
+  SlurmLauncher slurm;
+  for (const std::string& line : cancel_submitted_jobs(slurm, state, *jobs, p.get_double("wait-seconds")))
     std::printf("%s\n", line.c_str());
   (void)e;
   return 0;

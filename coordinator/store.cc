@@ -8,7 +8,6 @@
 #include <map>
 #include <random>
 #include <set>
-#include <sstream>
 
 #include "common/hashing.h"
 
@@ -154,13 +153,6 @@ std::string format_time(int64_t ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
   return std::string(buf) + " UTC";
-}
-
-std::string seconds_text(int64_t ms) {
-  std::ostringstream s;
-  s.precision(3);
-  s << double(ms) / 1000.0 << " s";
-  return s.str();
 }
 
 // The worker's result document, checked against the task before anything is written.

@@ -37,9 +37,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "coordinator/records.h"
+#include "proto/records.h"
 #include "coordinator/sqlite.h"
-#include "coordinator/submission.h"
+#include "experiment/submission.h"
 
 namespace layerprune {
 

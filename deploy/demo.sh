@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 export LAYERPRUNE_DATA=${LAYERPRUNE_DATA:-$(cd .. && pwd)/shared/data}
-export OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4  # see worker/runtime.h
+export OMP_WAIT_POLICY=PASSIVE  # see model/runtime.h
 LP=${BUILD_DIR:-build}/cli/layerprune
 "$LP" run experiments/stories260k.yaml --state "${OUT:-out/stories260k}"

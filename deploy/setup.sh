@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Set-up on Debian bookworm: installs every dependency from Debian packages (only those missing), then
-# configures and builds layerprune with CMake + Ninja into ./build. Safe to run again.
-#   BUILD_DIR=build  CMAKE_ARGS="-DTorch_DIR=..."  JOBS=2  LAYERPRUNE_WITH_SLURM=1   (environment overrides)
+# Set-up on Debian bookworm: installs the missing Debian packages, LibTorch from PyPI's torch wheel into a
+# virtual environment outside the source tree, then configures and builds layerprune with CMake + Ninja into
+# ./build. Safe to run again (each step is skipped when already done).
+#   BUILD_DIR=build  CMAKE_ARGS=...  JOBS=2  LAYERPRUNE_WITH_SLURM=1  LAYERPRUNE_WERROR=1
+#   LAYERPRUNE_TORCH_VENV=~/.cache/layerprune/torch-2.11.0   (environment overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
-  libtorch-dev libgloo-dev libopenblas0-pthread
+  python3-venv
   libopenmpi-dev openmpi-bin
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev libsqlite3-dev sqlite3 nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy python3-sentencepiece
 )
 
 # Slurm, only when asked (deploy/test.sh asks: its cluster test starts a one-machine Slurm; deploy/slurm/README.md).
@@ -36,8 +37,30 @@ else
   echo "setup: all Debian packages present" >&2
 fi
 
+# LibTorch: the C++ library inside PyPI's torch wheel (CUDA 13.0 build with MKL; it runs on CPU where there is
+# no GPU). Debian's libtorch-dev is 1.13, CPU-only, and slow on today's processors (../shared/PLATFORM.md).
+TORCH_VERSION=2.11.0
+VENV=${LAYERPRUNE_TORCH_VENV:-$HOME/.cache/layerprune/torch-$TORCH_VERSION}
+torch_ok() { "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
+if ! torch_ok; then
+  echo "setup: installing torch==$TORCH_VERSION from PyPI into $VENV (about 3 GB to download, 4.6 GB on disk)" >&2
+  start=$(date +%s)
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+  torch_ok || { echo "setup: torch==$TORCH_VERSION did not install into $VENV" >&2; exit 1; }
+  echo "setup: torch installed in $(( $(date +%s) - start )) s" >&2
+else
+  echo "setup: torch==$TORCH_VERSION present in $VENV" >&2
+fi
+TORCH_LIB=$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+TORCH_CMAKE=$("$VENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
+
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-2}  # each LibTorch translation unit takes ~1.5 GB to compile
-cmake -S . -B "$BUILD_DIR" -G Ninja ${CMAKE_ARGS:-} >/dev/null
+# c10_LIBRARY: with Debian's libtorch-dev also installed, Torch's config would otherwise find its 1.13 libc10.
+WERROR=()
+[ "${LAYERPRUNE_WERROR:-0}" = 1 ] && WERROR=(-DLAYERPRUNE_WERROR=ON)
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" -Dc10_LIBRARY="$TORCH_LIB/libc10.so" \
+  "${WERROR[@]}" ${CMAKE_ARGS:-} >/dev/null
 ninja -C "$BUILD_DIR" -j "$JOBS"
 echo "setup: built into $BUILD_DIR" >&2

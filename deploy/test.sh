@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Slurm packages too: test_slurm_cluster runs a real one-machine Slurm cluster (it skips where Slurm cannot
 # start). LAYERPRUNE_WITH_SLURM=0 leaves them out.
-LAYERPRUNE_WITH_SLURM=${LAYERPRUNE_WITH_SLURM:-1} bash deploy/setup.sh
+# Warnings in our code are errors here (CI runs this script).
+LAYERPRUNE_WITH_SLURM=${LAYERPRUNE_WITH_SLURM:-1} LAYERPRUNE_WERROR=${LAYERPRUNE_WERROR:-1} bash deploy/setup.sh
 export LAYERPRUNE_DATA=${LAYERPRUNE_DATA:-$(cd .. && pwd)/shared/data}
-export OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4  # see worker/runtime.h
+export OMP_WAIT_POLICY=PASSIVE  # see model/runtime.h
 echo "test: data from $LAYERPRUNE_DATA" >&2
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j 2 --timeout 1200

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hashing.h"
-#include "coordinator/records.h"
-#include "coordinator/submission.h"
+#include "proto/records.h"
+#include "experiment/submission.h"
 
 namespace layerprune::testing {
 

@@ -2,7 +2,7 @@
 #pragma once
 #include <cstdint>
 
-#include "worker/llama_config.h"
+#include "formats/llama_config.h"
 
 namespace layerprune::testing {
 

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "tests/test_support.h"
-#include "worker/llama2c.h"
+#include "model/llama2c.h"
 
 namespace layerprune::testing {
 

@@ -20,7 +20,7 @@
 
 #include "common/args.h"
 #include "common/error.h"
-#include "coordinator/client.h"
+#include "proto/client.h"
 #include "tests/coordinator_fixtures.h"
 
 using namespace layerprune;

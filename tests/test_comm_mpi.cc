@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "worker/comm.h"
+#include "model/comm.h"
 #include "tests/mpi_test_main.h"
 #include "worker/mpi_comm.h"
 
@@ -82,7 +82,9 @@ TEST(MpiComm, RefusesWhatItCannotSend) {
   at::Tensor strided = at::zeros({4, 4}).t();
   EXPECT_THROW(c.all_reduce_sum(strided), std::invalid_argument);
   at::Tensor half = at::zeros({4}, at::kHalf);
-  if (c.size() > 1) EXPECT_THROW(c.all_reduce_sum(half), std::invalid_argument);
+  if (c.size() > 1) {
+    EXPECT_THROW(c.all_reduce_sum(half), std::invalid_argument);
+  }
 }
 
 TEST(CountingComm, CountsCallsAndBytes) {

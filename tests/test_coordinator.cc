@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -20,7 +21,7 @@
 #include <tuple>
 
 #include "common/text_file.h"
-#include "coordinator/client.h"
+#include "proto/client.h"
 #include "coordinator/sqlite.h"
 #include "tests/coordinator_fixtures.h"
 #include "tests/test_support.h"
@@ -259,7 +260,9 @@ TEST(Coordinator, SubmitLeaseReportAndQueryOverGrpc) {
   bool drained = false;
   while (auto l = c.lease(w, "", 200ms, &drained)) {
     EXPECT_EQ(l->lease_ms, 1000);
-    if (l->kind == "evaluate") EXPECT_TRUE(l->dependencies.contains("distances/" + l->model));
+    if (l->kind == "evaluate") {
+      EXPECT_TRUE(l->dependencies.contains("distances/" + l->model));
+    }
     Verdict v = c.report(w, *l, testing::noop_result(*l));
     ASSERT_TRUE(v.accepted) << v.reason;
     EXPECT_TRUE(c.report(w, *l, testing::noop_result(*l)).duplicate);
@@ -310,13 +313,26 @@ TEST(Coordinator, SubmitLeaseReportAndQueryOverGrpc) {
   EXPECT_EQ(coord.stop(), 0);
 }
 
-TEST(Coordinator, WorkersKilledMidTaskLoseNothing) {
+// The start of the tests below that run workers: a coordinator on a fresh database, a client, and one
+// experiment submitted to it.
+class SubmittedExperiment : public ::testing::Test {
+ protected:
+  void submit(Submission p) {
+    ASSERT_NE(coord.start(), "") << coord.log();
+    client = std::make_unique<CoordinatorClient>(coord.address(), quick());
+    plan = std::move(p);
+    id = client->submit(plan).experiment_id;
+  }
   testing::TempDir dir;
-  Coordinator coord(dir);
-  ASSERT_NE(coord.start(), "") << coord.log();
-  CoordinatorClient c(coord.address(), quick());
-  const Submission plan = testing::small_plan("exp", {"m1", "m2", "m3"}, 2);
-  const int64_t id = c.submit(plan).experiment_id;
+  Coordinator coord{dir};
+  std::unique_ptr<CoordinatorClient> client;
+  Submission plan;
+  int64_t id = 0;
+};
+
+TEST_F(SubmittedExperiment, WorkersKilledMidTaskLoseNothing) {
+  ASSERT_NO_FATAL_FAILURE(submit(testing::small_plan("exp", {"m1", "m2", "m3"}, 2)));
+  CoordinatorClient& c = *client;
   const std::vector<std::string> slow = {"--sleep-ms", "300", "--exit-when-drained"};
   auto a = start_worker(dir, coord.address(), "a", slow);
   auto b = start_worker(dir, coord.address(), "b", slow);
@@ -442,13 +458,9 @@ TEST(Coordinator, AClientFollowsTheAddressFileToARestartedCoordinator) {
   EXPECT_EQ(coord.stop(), 0);
 }
 
-TEST(Coordinator, APausedWorkersLateReportIsRejected) {
-  testing::TempDir dir;
-  Coordinator coord(dir);
-  ASSERT_NE(coord.start(), "") << coord.log();
-  CoordinatorClient c(coord.address(), quick());
-  const Submission plan = testing::small_plan("exp", {"m1"}, 1);
-  const int64_t id = c.submit(plan).experiment_id;
+TEST_F(SubmittedExperiment, APausedWorkersLateReportIsRejected) {
+  ASSERT_NO_FATAL_FAILURE(submit(testing::small_plan("exp", {"m1"}, 1)));
+  CoordinatorClient& c = *client;
   auto a = start_worker(dir, coord.address(), "a", {"--sleep-ms", "2500", "--max-tasks", "1", "--report-even-if-lost"});
   ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased key=distances/m1"));
   a->signal(SIGSTOP);
@@ -477,13 +489,9 @@ TEST(Coordinator, APausedWorkersLateReportIsRejected) {
   EXPECT_EQ(attempts, (std::vector<std::pair<std::string, std::string>>{{"stale", "a"}, {"done", "b"}}));
 }
 
-TEST(Coordinator, CancelStopsLeasedTasksAtTheirNextHeartbeat) {
-  testing::TempDir dir;
-  Coordinator coord(dir);
-  ASSERT_NE(coord.start(), "") << coord.log();
-  CoordinatorClient c(coord.address(), quick());
-  const Submission plan = testing::small_plan("exp", {"m1"}, 1);
-  const int64_t id = c.submit(plan).experiment_id;
+TEST_F(SubmittedExperiment, CancelStopsLeasedTasksAtTheirNextHeartbeat) {
+  ASSERT_NO_FATAL_FAILURE(submit(testing::small_plan("exp", {"m1"}, 1)));
+  CoordinatorClient& c = *client;
   auto a = start_worker(dir, coord.address(), "a", {"--sleep-ms", "10000", "--exit-when-drained"});
   ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased"));
   const auto t0 = Clock::now();
@@ -501,13 +509,9 @@ TEST(Coordinator, CancelStopsLeasedTasksAtTheirNextHeartbeat) {
   EXPECT_EQ(coord.stop(), 0);
 }
 
-TEST(Coordinator, SigtermReleasesTheLeaseWithItsCheckpointForTheNextWorker) {
-  testing::TempDir dir;
-  Coordinator coord(dir);
-  ASSERT_NE(coord.start(), "") << coord.log();
-  CoordinatorClient c(coord.address(), quick());
-  const Submission plan = testing::small_plan("exp", {"m1"}, 1);
-  const int64_t id = c.submit(plan).experiment_id;
+TEST_F(SubmittedExperiment, SigtermReleasesTheLeaseWithItsCheckpointForTheNextWorker) {
+  ASSERT_NO_FATAL_FAILURE(submit(testing::small_plan("exp", {"m1"}, 1)));
+  CoordinatorClient& c = *client;
   auto a = start_worker(dir, coord.address(), "a", {"--sleep-ms", "10000"});
   ASSERT_TRUE(wait_for_line(dir.file("a.events"), "leased key=distances/m1"));
   a->signal(SIGTERM);
@@ -576,7 +580,11 @@ TEST(Coordinator, TlsFromCertificateFiles) {
   Coordinator coord(dir, {"--tls-cert", cert, "--tls-key", key});
   const std::string address = coord.start("localhost:0");
   ASSERT_NE(address, "") << coord.log();
-  CoordinatorClient tls(address, {"", cert, 5s, 10s});
+  ClientOptions tls_options;
+  tls_options.tls_ca = cert;
+  tls_options.rpc_timeout = 5s;
+  tls_options.retry_for = 10s;
+  CoordinatorClient tls(address, tls_options);
   EXPECT_EQ(tls.list().size(), 0u);
   CoordinatorClient plain(address, quick(1500ms));
   EXPECT_THROW(plain.list(), CoordinatorUnavailable);

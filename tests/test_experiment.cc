@@ -1,4 +1,4 @@
-// The experiment YAML (coordinator/experiment.h): the shipped experiments/*.yaml, the grid and its tasks
+// The experiment YAML (experiment/experiment.h): the shipped experiments/*.yaml, the grid and its tasks
 // counted by hand, schema errors with their exact file:line:column, the JSON round trip; and the paper's
 // Figure 2 from results (coordinator/curves.h): table, SVG structure, gaps.
 #include <gtest/gtest.h>
@@ -15,7 +15,7 @@
 #include "common/data_locator.h"
 #include "common/text_file.h"
 #include "coordinator/curves.h"
-#include "coordinator/experiment.h"
+#include "experiment/experiment.h"
 #include "tests/test_support.h"
 
 namespace layerprune {

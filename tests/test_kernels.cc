@@ -40,7 +40,9 @@ TEST(CausalSoftmax, CpuEqualsReference) {
     EXPECT_LT((got.sum(-1) - 1).abs().max().item<float>(), 1e-5);
     for (int64_t r = 0; r < R; ++r) {
       int64_t valid = s.start + r % s.T + 1;
-      if (valid < S) EXPECT_EQ(got.select(1, r).narrow(-1, valid, S - valid).abs().max().item<float>(), 0.f);
+      if (valid < S) {
+        EXPECT_EQ(got.select(1, r).narrow(-1, valid, S - valid).abs().max().item<float>(), 0.f);
+      }
     }
   }
 }

@@ -13,14 +13,14 @@
 #include "tests/model_fixtures.h"
 #include "tests/llama_shapes.h"
 #include "tests/test_support.h"
-#include "worker/generate.h"
-#include "worker/llama.h"
-#include "worker/llama2c.h"
-#include "worker/loss.h"
-#include "worker/make_model.h"
-#include "worker/safetensors.h"
-#include "worker/tensor_io.h"
-#include "worker/tokenizer.h"
+#include "model/generate.h"
+#include "model/llama.h"
+#include "model/llama2c.h"
+#include "model/loss.h"
+#include "model/make_model.h"
+#include "formats/safetensors.h"
+#include "model/tensor_io.h"
+#include "formats/tokenizer.h"
 
 namespace layerprune {
 namespace {

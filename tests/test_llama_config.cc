@@ -9,9 +9,9 @@
 
 #include "common/error.h"
 #include "tests/test_support.h"
-#include "worker/llama_config.h"
-#include "worker/llama_tensors.h"
-#include "worker/safetensors.h"
+#include "formats/llama_config.h"
+#include "formats/llama_tensors.h"
+#include "formats/safetensors.h"
 
 namespace layerprune {
 namespace {

@@ -1,5 +1,6 @@
-// LoRA adapters on a frozen Llama (worker/lora.h): the differentiable forward equals the inference model,
+// LoRA adapters on a frozen Llama (model/lora.h): the differentiable forward equals the inference model,
 // gradients match finite differences, dropout is seeded, and merging the adapters gives the same model.
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -7,10 +8,10 @@
 #include "tests/llama_shapes.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_support.h"
-#include "worker/llama.h"
-#include "worker/lora.h"
+#include "model/llama.h"
+#include "model/lora.h"
 #include "kernels/nf4.h"
-#include "worker/make_model.h"
+#include "model/make_model.h"
 
 namespace layerprune {
 namespace {
@@ -19,7 +20,7 @@ using testing::Stories260K;
 using testing::TempDir;
 
 // The two forwards are the same math in a different op order (unfused RMSNorm, RoPE and softmax here, the
-// kernels of worker/llama.cc there), all float32: over 5 layers and logits around 15 they differ by a few
+// kernels of model/llama.cc there), all float32: over 5 layers and logits around 15 they differ by a few
 // ulps (measured 1.03e-5 of 1 + |logit|). 5e-5 allows that and is far below any real difference (a wrong
 // RoPE half or a missing norm moves logits by O(1)).
 constexpr double kSameModel = 5e-5;

@@ -1,10 +1,11 @@
-// Tensor-parallel LoRA training (worker/lora.h) equals single-process training. One binary, run by ctest
+// Tensor-parallel LoRA training (model/lora.h) equals single-process training. One binary, run by ctest
 // under mpirun -np 2 (and -np 1, where every check is trivially the single-process path). Every rank
 // trains the same model twice: once as its shard of the group, once whole in-process (the reference), and
 // compares losses, gradient norms, adapters (gathered), the merged model's logits and checkpoints.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 
 #include <filesystem>
@@ -15,11 +16,11 @@
 #include "tests/llama_shapes.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_support.h"
-#include "worker/llama.h"
-#include "worker/lora.h"
-#include "worker/make_model.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "model/make_model.h"
 #include "worker/mpi_comm.h"
-#include "worker/trainer.h"
+#include "healing/trainer.h"
 
 namespace layerprune {
 namespace {
@@ -34,6 +35,10 @@ std::shared_ptr<MpiCommunicator> world() {
 // Float32 throughout; the group sums partial products in another order than one process does, so values
 // agree to rounding: relative 1e-5 on losses after several AdamW steps (measured about 1e-7).
 constexpr double kTol = 1e-5;
+// The adapters after six AdamW steps: Adam divides each update by its gradient's running RMS, so the float32
+// rounding differences of sharded products (MKL picks its kernels by shape) grow in entries whose gradients
+// are near zero; measured up to 1.7e-5 at tp 4 with PyPI's LibTorch 2.11 (MKL) on an AMD EPYC.
+constexpr double kAdapterTol = 5e-5;
 
 double rel(double a, double b) { return std::abs(a - b) / (std::abs(b) + 1e-12); }
 double max_rel(const at::Tensor& a, const at::Tensor& b) {
@@ -113,10 +118,14 @@ TEST(LoraTp, TrainingEqualsOneProcess) {
   EXPECT_LT(ref.loss(fixed, false).item<double>(), before) << "the run trains";
   for (size_t i = 0; i < ref.adapters().size(); ++i) {
     const LoraAdapter& a = tp.adapters()[i];
-    if (world()->size() > 1 && (a.proj == 3 || a.proj == 6)) EXPECT_LT(a.a.size(1), a.full_cols) << a.name << ": A sharded";
-    if (world()->size() > 1 && (a.proj == 4 || a.proj == 5)) EXPECT_LT(a.b.size(0), a.full_rows) << a.name << ": B sharded";
-    EXPECT_LT(max_rel(tp.gather_full(i, false, a.a), ref.adapters()[i].a), kTol) << a.name << " A";
-    EXPECT_LT(max_rel(tp.gather_full(i, true, a.b), ref.adapters()[i].b), kTol) << a.name << " B";
+    if (world()->size() > 1 && (a.proj == 3 || a.proj == 6)) {
+      EXPECT_LT(a.a.size(1), a.full_cols) << a.name << ": A sharded";
+    }
+    if (world()->size() > 1 && (a.proj == 4 || a.proj == 5)) {
+      EXPECT_LT(a.b.size(0), a.full_rows) << a.name << ": B sharded";
+    }
+    EXPECT_LT(max_rel(tp.gather_full(i, false, a.a), ref.adapters()[i].a), kAdapterTol) << a.name << " A";
+    EXPECT_LT(max_rel(tp.gather_full(i, true, a.b), ref.adapters()[i].b), kAdapterTol) << a.name << " B";
   }
   // The merged (healed) model: this rank's shards, run by the inference model with the group.
   at::Tensor tokens = d1.next(2);

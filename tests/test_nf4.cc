@@ -241,7 +241,9 @@ TEST(Nf4, TileBufferIsSmall) {
                                                                      {28672, 8192}, {2048, 768}, {7, 5}}) {
     const int64_t tile = kernels::nf4_tile_rows(rows, cols) * cols;
     EXPECT_LE(tile, std::max(kernels::kNf4TileFloats, cols)) << rows << " x " << cols;
-    if (rows * cols >= 16 * kernels::kNf4TileFloats) EXPECT_LE(tile * 16, rows * cols) << rows << " x " << cols;
+    if (rows * cols >= 16 * kernels::kNf4TileFloats) {
+      EXPECT_LE(tile * 16, rows * cols) << rows << " x " << cols;
+    }
   }
   EXPECT_EQ(kernels::nf4_tile_rows(2, 1048577), 1) << "a row longer than a tile is one tile";
   EXPECT_EQ(kernels::nf4_tile_rows(4000, 331), 3167);

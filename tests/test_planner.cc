@@ -1,4 +1,4 @@
-// The planner (worker/planner.h) against numbers worked out by hand from the formulas: every expected value
+// The planner (method/planner.h) against numbers worked out by hand from the formulas: every expected value
 // below is written out as arithmetic on the model's shapes, never obtained from the code under test. The
 // Llama-2 configs come from the shared data (skipped with a message where absent).
 #include <gtest/gtest.h>
@@ -7,8 +7,8 @@
 
 #include "tests/llama_shapes.h"
 #include "tests/test_support.h"
-#include "worker/llama_config.h"
-#include "worker/planner.h"
+#include "formats/llama_config.h"
+#include "method/planner.h"
 
 namespace layerprune {
 namespace {

@@ -1,4 +1,4 @@
-// Few-shot prefix reuse (worker/prefix_eval.h): the same answers as the plain scorer, item by item, on real
+// Few-shot prefix reuse (evaluation/prefix_eval.h): the same answers as the plain scorer, item by item, on real
 // MMLU 5-shot prompts with the real Llama-2 tokenizer; items whose tokens do not split at the prefix (a
 // SentencePiece merge across the boundary, left truncation) are detected and fall back to full rows.
 #include <ATen/ATen.h>
@@ -10,13 +10,13 @@
 #include "tests/model_fixtures.h"
 #include "tests/llama_shapes.h"
 #include "tests/test_support.h"
-#include "worker/eval_data.h"
-#include "worker/eval_tasks.h"
-#include "worker/evaluate.h"
-#include "worker/llama.h"
-#include "worker/make_model.h"
-#include "worker/prefix_eval.h"
-#include "worker/tokenizer.h"
+#include "evaluation/eval_data.h"
+#include "evaluation/eval_tasks.h"
+#include "evaluation/evaluate.h"
+#include "model/llama.h"
+#include "model/make_model.h"
+#include "evaluation/prefix_eval.h"
+#include "formats/tokenizer.h"
 
 namespace layerprune {
 namespace {

@@ -13,7 +13,7 @@
 #include "common/error.h"
 #include "common/text_file.h"
 #include "tests/test_support.h"
-#include "worker/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace layerprune {
 namespace {
@@ -61,7 +61,9 @@ void expect_same(const TensorView& v, const TensorToWrite& t) {
   EXPECT_EQ(v.dtype, t.dtype) << t.name;
   EXPECT_EQ(v.shape, t.shape) << t.name;
   ASSERT_EQ(v.nbytes, t.nbytes) << t.name;
-  if (t.nbytes) EXPECT_EQ(std::memcmp(v.data, t.data, t.nbytes), 0) << t.name;
+  if (t.nbytes) {
+    EXPECT_EQ(std::memcmp(v.data, t.data, t.nbytes), 0) << t.name;
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

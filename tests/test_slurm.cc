@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "common/text_file.h"
-#include "coordinator/experiment.h"
+#include "experiment/experiment.h"
 #include "deploy/slurm/slurm_jobs.h"
 #include "tests/test_support.h"
 

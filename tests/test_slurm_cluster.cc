@@ -352,13 +352,16 @@ TEST_F(SlurmCluster, PreemptedWorkerGroupsRequeueThemselvesAndResume) {
 
 // The coordinator job requeued mid-run: its time-limit warning (USR1, as --signal=B:USR1@N sends it) makes
 // it stop, withdraw its address and requeue itself (Slurm requeues it the same way at the end of a
-// preemption's grace time). The workers, once their calls have failed for their retry window (30 s), exit 4
-// and their batch shells wait for the next attempt's address; the coordinator comes back from its database
+// preemption's grace time). The workers, once their calls have failed for their retry window (shortened
+// here from 30 s to 5 s with LAYERPRUNE_COORDINATOR_RETRY_SECONDS, which sbatch passes on), exit 4 and their
+// batch shells wait for the next attempt's address; the coordinator comes back from its database
 // on another port, the workers lease again, and the run ends with the uninterrupted run's numbers, no row
 // missing or repeated.
 TEST_F(SlurmCluster, RequeuedCoordinatorIsFoundAgainByTheWaitingWorkers) {
   const Results want = reference();
+  setenv("LAYERPRUNE_COORDINATOR_RETRY_SECONDS", "5", 1);
   const json jobs = submit("coord");
+  unsetenv("LAYERPRUNE_COORDINATOR_RETRY_SECONDS");
   healing_task("coord");
   const std::string coordinator = jobs.at("coordinator_job");
   const std::string before = read_or_empty(file("coord/coordinator.address"));

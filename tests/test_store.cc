@@ -287,7 +287,9 @@ TEST(Store, RetriesAreBoundedWithGrowingBackoffAndDependentsFailWithTheReason) {
     for (;;) {
       l = s.lease(a, "no-model");
       if (l && l->task_key == "distances/m1") break;
-      if (l) ASSERT_TRUE(s.release(a, l->task_id, l->token, "", "not this one").accepted);
+      if (l) {
+        ASSERT_TRUE(s.release(a, l->task_id, l->token, "", "not this one").accepted);
+      }
       f.clock += 100;
       waited += 100;
     }
@@ -304,8 +306,11 @@ TEST(Store, RetriesAreBoundedWithGrowingBackoffAndDependentsFailWithTheReason) {
   auto states = task_states(s, id);
   EXPECT_EQ(states["evaluate/m1/seed=0"], "failed");
   EXPECT_EQ(states["heal/m1/n=1/similarity/qlora/seed=0"], "failed");
-  for (const auto& t : st.tasks)
-    if (t.key == "evaluate/m1/seed=0") EXPECT_CONTAINS(t.error, "dependency \"distances/m1\" failed");
+  for (const auto& t : st.tasks) {
+    if (t.key == "evaluate/m1/seed=0") {
+      EXPECT_CONTAINS(t.error, "dependency \"distances/m1\" failed");
+    }
+  }
 }
 
 TEST(Store, BackoffDoublesPerFailureUpToTheCap) {

@@ -19,13 +19,13 @@
 #include "common/text_file.h"
 #include "tests/llama_shapes.h"
 #include "tests/test_support.h"
-#include "coordinator/experiment.h"
-#include "worker/llama.h"
-#include "worker/llama2c.h"
-#include "worker/make_model.h"
-#include "worker/safetensors.h"
-#include "worker/tensor_io.h"
-#include "worker/tensor_parallel.h"
+#include "experiment/experiment.h"
+#include "model/llama.h"
+#include "model/llama2c.h"
+#include "model/make_model.h"
+#include "formats/safetensors.h"
+#include "model/tensor_io.h"
+#include "model/tensor_parallel.h"
 
 namespace layerprune {
 namespace {

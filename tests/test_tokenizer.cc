@@ -14,7 +14,7 @@
 #include "common/hashing.h"
 #include "common/text_file.h"
 #include "tests/test_support.h"
-#include "worker/tokenizer.h"
+#include "formats/tokenizer.h"
 
 namespace layerprune {
 namespace {

@@ -1,4 +1,4 @@
-// The healing trainer (worker/trainer.h): schedule, packed data, AdamW steps, and checkpoints that resume
+// The healing trainer (healing/trainer.h): schedule, packed data, AdamW steps, and checkpoints that resume
 // the identical run (bit for bit), including after a stop request.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -9,10 +9,10 @@
 #include "common/error.h"
 #include "tests/llama_shapes.h"
 #include "tests/test_support.h"
-#include "worker/llama.h"
-#include "worker/lora.h"
-#include "worker/make_model.h"
-#include "worker/trainer.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "model/make_model.h"
+#include "healing/trainer.h"
 
 namespace layerprune {
 namespace {

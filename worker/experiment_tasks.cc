@@ -10,7 +10,7 @@
 #include "common/error.h"
 #include "common/hashing.h"
 #include "common/version.h"
-#include "worker/distances.h"
+#include "method/distances.h"
 #include "worker/stages.h"
 
 namespace layerprune {

@@ -1,4 +1,4 @@
-// Running one experiment task (coordinator/experiment.h: distances, evaluate, heal) on a worker group.
+// Running one experiment task (experiment/experiment.h: distances, evaluate, heal) on a worker group.
 //
 // The task arrives as its kind, its payload (the model, calibration, evaluation and healing specs and the
 // grid points) and the results of the tasks it depends on (the distances table for similarity points).
@@ -17,11 +17,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "coordinator/experiment.h"
-#include "worker/comm.h"
-#include "worker/llama.h"
-#include "worker/tokenizer.h"
-#include "worker/trainer.h"
+#include "experiment/experiment.h"
+#include "model/comm.h"
+#include "model/llama.h"
+#include "formats/tokenizer.h"
+#include "healing/trainer.h"
 
 namespace layerprune {
 

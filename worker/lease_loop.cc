@@ -12,9 +12,9 @@
 
 #include "common/error.h"
 #include "common/version.h"
-#include "coordinator/client.h"
+#include "proto/client.h"
 #include "worker/stages.h"
-#include "worker/trainer.h"
+#include "healing/trainer.h"
 
 namespace layerprune {
 
@@ -99,7 +99,9 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
   int status = 0;
   if (g.leader()) {
     try {
-      client = std::make_unique<CoordinatorClient>(find_coordinator(o.coordinator, o.token_file, o.tls_ca));
+      ClientOptions options;
+      options.retry_for = o.retry_for;
+      client = std::make_unique<CoordinatorClient>(find_coordinator(o.coordinator, o.token_file, o.tls_ca), options);
       WorkerInfo info;
       info.host = hostname();
       info.pid = getpid();

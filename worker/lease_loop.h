@@ -12,6 +12,7 @@
 //   step; a result for it would be rejected by its fencing token anyway.
 //   The coordinator unreachable past the client's retry window: exit status 4 (kExitCoordinatorUnavailable).
 #pragma once
+#include <chrono>
 #include <string>
 
 #include "worker/worker_group.h"
@@ -22,6 +23,8 @@ struct LeaseLoopOptions {
   std::string coordinator;  // host:port or address file ("": $LAYERPRUNE_COORDINATOR)
   std::string token_file, tls_ca;
   bool exit_when_drained = true;  // exit 0 once the coordinator has nothing left to do
+  // How long calls keep retrying an unreachable coordinator before the group exits 4.
+  std::chrono::milliseconds retry_for{30'000};
   double idle_exit_seconds = 0;   // > 0: also exit after this long without a task
 };
 

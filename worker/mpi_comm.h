@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "worker/comm.h"
+#include "model/comm.h"
 
 namespace layerprune {
 

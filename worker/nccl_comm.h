@@ -12,7 +12,7 @@
 
 #include <memory>
 
-#include "worker/comm.h"
+#include "model/comm.h"
 #include "worker/mpi_comm.h"
 
 namespace layerprune {

@@ -1,5 +1,6 @@
 #include "worker/stages.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -13,10 +14,10 @@
 #include "common/hashing.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/eval_data.h"
-#include "worker/eval_tasks.h"
-#include "worker/loss.h"
-#include "worker/sweep.h"
+#include "evaluation/eval_data.h"
+#include "evaluation/eval_tasks.h"
+#include "model/loss.h"
+#include "method/sweep.h"
 
 namespace layerprune {
 

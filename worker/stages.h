@@ -1,7 +1,7 @@
-// The stages a worker runs on a loaded model for one task of an experiment (coordinator/experiment.h):
+// The stages a worker runs on a loaded model for one task of an experiment (experiment/experiment.h):
 //
 //   distances  the layer-distance table of the model on its calibration data (paper Eq. 7)
-//   evaluate   every no-healing grid point of the model in one shared-prefix sweep (worker/sweep.h)
+//   evaluate   every no-healing grid point of the model in one shared-prefix sweep (method/sweep.h)
 //   heal       one pruned point: QLoRA/LoRA healing with resumable checkpoints, then its evaluation
 //
 // Each takes what it needs as arguments and returns its result as the JSON the coordinator stores:
@@ -20,15 +20,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "coordinator/experiment.h"
-#include "worker/distances.h"
-#include "worker/evaluate.h"
-#include "worker/llama.h"
-#include "worker/lora.h"
-#include "worker/pruning.h"
-#include "worker/sweep.h"
-#include "worker/tokenizer.h"
-#include "worker/trainer.h"
+#include "experiment/experiment.h"
+#include "method/distances.h"
+#include "evaluation/evaluate.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "experiment/pruning.h"
+#include "method/sweep.h"
+#include "formats/tokenizer.h"
+#include "healing/trainer.h"
 
 namespace layerprune {
 

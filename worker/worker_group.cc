@@ -13,8 +13,8 @@
 #include "common/memory.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/safetensors.h"
-#include "worker/tensor_io.h"
+#include "formats/safetensors.h"
+#include "model/tensor_io.h"
 
 namespace layerprune {
 

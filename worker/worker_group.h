@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "worker/comm.h"
+#include "model/comm.h"
 #include "worker/experiment_tasks.h"
-#include "worker/llama.h"
+#include "model/llama.h"
 #include "worker/mpi_comm.h"
 #include "worker/worker_tasks.h"
 

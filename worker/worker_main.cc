@@ -1,5 +1,5 @@
 // layerprune-worker: an MPI program. The world splits into groups of --tp ranks (MPI_Comm_split); each
-// group is one tensor-parallel model replica (worker/tensor_parallel.h), so a node can run several small
+// group is one tensor-parallel model replica (model/tensor_parallel.h), so a node can run several small
 // groups side by side. Rank 0 of each group is the only one that talks to the outside: it leases tasks from
 // the coordinator (worker/lease_loop.h) or reads them from a file (group g takes tasks g, g + G, ...),
 // broadcasts each one to its group, and reports or writes the results.
@@ -34,13 +34,13 @@
 #include "common/progress.h"
 #include "common/text_file.h"
 #include "common/version.h"
-#include "worker/llama.h"
+#include "model/llama.h"
 #include "worker/mpi_comm.h"
-#include "worker/runtime.h"
-#include "worker/safetensors.h"
-#include "worker/tensor_io.h"
+#include "model/runtime.h"
+#include "formats/safetensors.h"
+#include "model/tensor_io.h"
 #include "worker/experiment_tasks.h"
-#include "worker/trainer.h"
+#include "healing/trainer.h"
 #include "worker/lease_loop.h"
 #include "worker/worker_group.h"
 #include "worker/worker_tasks.h"
@@ -61,6 +61,8 @@ int worker_main(int argc, char** argv) {
               "(\"\" with no --tasks: $LAYERPRUNE_COORDINATOR)", "")
       .option("token-file", "the coordinator's shared token (default $LAYERPRUNE_COORDINATOR_TOKEN_FILE)", "")
       .option("tls-ca", "CA certificate of a coordinator that serves TLS", "")
+      .option("coordinator-retry", "seconds to keep retrying an unreachable coordinator before exiting 4 "
+              "(default $LAYERPRUNE_COORDINATOR_RETRY_SECONDS, else 30)", "")
       .option("idle-exit", "with --coordinator: exit after this many seconds without a task (0: only when drained)", "0")
       .flag("stay", "with --coordinator: keep polling when the coordinator has nothing left to do")
       .option("out", "directory for the results of --tasks (<id>.safetensors, <id>.json)", "")
@@ -108,6 +110,19 @@ int worker_main(int argc, char** argv) {
     lo.tls_ca = p.get("tls-ca");
     lo.exit_when_drained = !p.flag_set("stay");
     lo.idle_exit_seconds = p.get_double("idle-exit");
+    std::string retry = p.get("coordinator-retry");
+    if (retry.empty() && std::getenv("LAYERPRUNE_COORDINATOR_RETRY_SECONDS")) retry = std::getenv("LAYERPRUNE_COORDINATOR_RETRY_SECONDS");
+    if (!retry.empty()) {
+      char* end = nullptr;
+      const double seconds = std::strtod(retry.c_str(), &end);
+      if (end == retry.c_str() || *end != '\0' || !(seconds > 0) || seconds > 86400) {
+        if (w.leader())
+          std::fprintf(stderr, "layerprune-worker: error: coordinator retry window \"%s\": expected seconds in (0, 86400]\n",
+                       retry.c_str());
+        return 2;
+      }
+      lo.retry_for = std::chrono::milliseconds(int64_t(seconds * 1000));
+    }
     return run_lease_loop(w, lo);
   }
   if (w.out_dir.empty()) {

@@ -29,7 +29,7 @@ struct ForwardTask {
   static ForwardTask from_json(const nlohmann::json& j, const std::string& where);
 };
 
-// An experiment task (coordinator/experiment.h, run by worker/experiment_tasks.h) in a tasks file, the way
+// An experiment task (experiment/experiment.h, run by worker/experiment_tasks.h) in a tasks file, the way
 // the coordinator would lease it: {"id": "t3", "kind": "distances|evaluate|heal", "payload": {...},
 // "inputs": {"<dependency key>": <its result>}}; the result goes to <out>/<id>.json.
 struct ExperimentTaskLine {

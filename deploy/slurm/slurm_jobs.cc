@@ -1,17 +1,10 @@
 #include "deploy/slurm/slurm_jobs.h"
 
 #include <signal.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
-#include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <set>
-#include <sstream>
-#include <stdexcept>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -157,7 +150,7 @@ std::string workers_script(const Experiment& e, const SlurmPaths& p, int tp) {
   t += requeue_lines(s, "checkpoint, give the lease back, requeue", p.state + "/logs/workers-tp" + tps + "-%A_%a.log");
   t += setup_lines(s);
   t += "STATE=" + shell_quote(p.state) + "\n";
-  t += "# Where the coordinator is and its token (coordinator/client.h find_coordinator reads both).\n"
+  t += "# Where the coordinator is and its token (proto/client.h find_coordinator reads both).\n"
        "export LAYERPRUNE_COORDINATOR=\"$STATE/coordinator.address\"\n"
        "export LAYERPRUNE_COORDINATOR_TOKEN_FILE=\"$STATE/coordinator.token\"\n";
   t += "echo \"workers ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (job $SLURM_JOB_ID), attempt $((${SLURM_RESTART_COUNT:-0} + 1)), \"\\\n"
@@ -237,68 +230,26 @@ std::vector<SlurmScript> render_slurm_jobs(const Experiment& e, const SlurmPaths
   return out;
 }
 
-CommandResult run_command(const std::vector<std::string>& argv) {
-  std::string cmd;
-  for (const std::string& a : argv) cmd += (cmd.empty() ? "" : " ") + shell_quote(a);
-  cmd += " 2>&1";
-  CommandResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-namespace {
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-std::string joined(const std::vector<std::string>& ids) {
-  std::string out;
-  for (const std::string& i : ids) out += (out.empty() ? "" : ",") + i;
-  return out;
-}
-}  // namespace
-
-std::string sbatch(const std::string& script_file) {
-  const CommandResult r = run_command({"sbatch", "--parsable", script_file});
-  if (r.status == 127) throw std::runtime_error("sbatch not found: is this a Slurm login node (or SLURM_CONF set)?");
-  if (r.status != 0) throw std::runtime_error("sbatch " + script_file + " failed (status " + std::to_string(r.status) + "): " + trimmed(r.output));
-  // --parsable: "jobid" or "jobid;cluster"; sbatch may print warnings on lines before it.
-  std::string last;
-  std::istringstream lines(r.output);
-  for (std::string line; std::getline(lines, line);)
-    if (!trimmed(line).empty()) last = trimmed(line);
-  const std::string id = last.substr(0, last.find(';'));
-  if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
-    throw std::runtime_error("sbatch " + script_file + ": cannot read a job id from: " + trimmed(r.output));
-  return id;
-}
-
-std::vector<std::string> active_jobs(const std::vector<std::string>& job_ids) {
-  if (job_ids.empty()) return {};
-  // %F: the array's job id (the job's own id for a plain job).
-  const CommandResult r = run_command({"squeue", "--noheader", "--format=%F", "--jobs=" + joined(job_ids)});
-  if (r.status == 127) throw std::runtime_error("squeue not found");
-  std::set<std::string> seen;
-  std::istringstream lines(r.output);
-  for (std::string line; std::getline(lines, line);) seen.insert(trimmed(line));
-  std::vector<std::string> out;
-  for (const std::string& id : job_ids)
-    if (seen.count(id)) out.push_back(id);
-  return out;
-}
-
-void scancel(const std::vector<std::string>& job_ids) {
-  if (job_ids.empty()) return;
-  std::vector<std::string> argv = {"scancel"};
-  argv.insert(argv.end(), job_ids.begin(), job_ids.end());
-  const CommandResult r = run_command(argv);
-  if (r.status != 0) throw std::runtime_error("scancel " + joined(job_ids) + " failed: " + trimmed(r.output));
+WorkerGroupJob slurm_job(const Experiment& e, const SlurmPaths& paths, const SlurmScript& script) {
+  WorkerGroupJob job;
+  job.experiment = e.name;
+  job.script = paths.state + "/slurm/" + script.name;
+  if (script.tp == 0) {  // one CPU, one process: the coordinator
+    job.name = "coordinator";
+    job.mpi = false;
+    job.command = {paths.coordinator, "--db", paths.state + "/layerprune.db", "--listen", "0.0.0.0:0",
+                   "--token-file", paths.state + "/coordinator.token", "--lease-seconds",
+                   std::to_string(e.slurm.lease_seconds)};
+    job.log = paths.state + "/logs/coordinator-%j.log";
+    return job;
+  }
+  const std::string tp = std::to_string(script.tp);
+  job.name = "workers-tp" + tp;
+  job.tp = script.tp;
+  job.groups = int(e.slurm.groups);
+  job.command = {paths.worker, "--tp", tp, "--work-dir", paths.state};
+  job.log = paths.state + "/logs/workers-tp" + tp + "-%A_%a.log";
+  return job;
 }
 
 std::vector<std::string> SubmittedJobs::job_ids() const {
@@ -333,22 +284,20 @@ void write_submitted_jobs(const std::string& state, const SubmittedJobs& jobs) {
   write_file(submitted_jobs_file(state), j.dump(2) + "\n");
 }
 
-std::vector<std::string> cancel_submitted_jobs(const std::string& state, const SubmittedJobs& jobs,
+std::vector<std::string> cancel_submitted_jobs(Launcher& slurm, const std::string& state, const SubmittedJobs& jobs,
                                                double wait_seconds) {
   std::vector<std::string> said;
-  std::vector<std::string> workers;
-  for (const auto& [tp, id] : jobs.workers) workers.push_back(id);
-  const std::vector<std::string> active = active_jobs(workers);
-  scancel(active);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(wait_seconds * 1000));
-  while (!active_jobs(active).empty() && std::chrono::steady_clock::now() < end)
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::vector<JobId> active;
+  for (const auto& [tp, id] : jobs.workers)
+    if (job_active(slurm.status(id).state)) active.push_back(id);
+  for (const JobId& id : active) slurm.cancel(id);
+  wait_for_end(slurm, active, wait_seconds, 0.5);
   for (const auto& [tp, id] : jobs.workers)
     said.push_back(std::count(active.begin(), active.end(), id) ? "cancelled worker array " + id + " (tp " + tp + ")"
                                                                  : "worker array " + id + " (tp " + tp + ") had already ended");
   if (!jobs.coordinator_job.empty()) {
-    const bool running = !active_jobs({jobs.coordinator_job}).empty();
-    if (running) scancel({jobs.coordinator_job});
+    const bool running = job_active(slurm.status(jobs.coordinator_job).state);
+    if (running) slurm.cancel(jobs.coordinator_job);
     said.push_back(running ? "cancelled coordinator job " + jobs.coordinator_job
                            : "coordinator job " + jobs.coordinator_job + " had already ended");
   } else if (jobs.coordinator_pid > 0) {

@@ -1,5 +1,6 @@
-// The Slurm launcher: an experiment -> sbatch scripts (pure text, golden-tested), and sbatch/squeue/scancel
-// around them. Torch-free: it runs on a login node.
+// The Slurm launcher: an experiment -> sbatch scripts (pure text, golden-tested), the jobs they are for the
+// launcher interface (SlurmLauncher, slurm_launcher.h: sbatch/squeue/scancel), and the jobs file of what was
+// submitted. Torch-free: it runs on a login node.
 //
 // What gets submitted (deploy/slurm/README.md has the whole story):
 //   coordinator.sbatch   one CPU: layerprune-coordinator on the shared state directory's database, bound
@@ -22,7 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/experiment.h"
+#include "experiment/experiment.h"
+#include "launcher/launcher.h"
 
 namespace layerprune {
 
@@ -48,20 +50,11 @@ std::vector<SlurmScript> render_slurm_jobs(const Experiment& e, const SlurmPaths
 // 'text' as one shell word (single quotes; plain words stay as they are, for readable scripts).
 std::string shell_quote(const std::string& text);
 
-// ---- submitting (subprocesses) ----
+// ---- submitting: through the launcher interface (slurm_launcher.h) ----
 
-struct CommandResult {
-  int status = -1;     // exit status; 127 when the program is not found
-  std::string output;  // stdout and stderr together
-};
-CommandResult run_command(const std::vector<std::string>& argv);
-
-// sbatch --parsable FILE -> the job id ("1234"); throws with sbatch's message when it fails.
-std::string sbatch(const std::string& script_file);
-// The ids among `job_ids` that squeue still lists (pending, running, completing), array tasks included.
-std::vector<std::string> active_jobs(const std::vector<std::string>& job_ids);
-// scancel the jobs (all array tasks of an array id); throws with scancel's message when it fails.
-void scancel(const std::vector<std::string>& job_ids);
+// The job `script` is, for a Launcher: the coordinator's (tp 0 in `script`) or one TP size's worker array, with
+// its batch script at <state>/slurm/<script.name> (where `layerprune slurm submit` writes it).
+WorkerGroupJob slurm_job(const Experiment& e, const SlurmPaths& paths, const SlurmScript& script);
 
 // ---- what `layerprune slurm submit` submitted: <state>/slurm/jobs.json ----
 
@@ -77,10 +70,11 @@ std::string submitted_jobs_file(const std::string& state);
 std::optional<SubmittedJobs> read_submitted_jobs(const std::string& state);
 void write_submitted_jobs(const std::string& state, const SubmittedJobs& jobs);
 
-// Cancels what was submitted from `state`: the worker arrays first (their ranks get TERM: healing checkpoints,
-// leases go back), waiting up to `wait_seconds` for them to leave the queue, then the coordinator job (or the
-// login-node coordinator, by pid, if it is still that program). One line per thing done, for the user.
-std::vector<std::string> cancel_submitted_jobs(const std::string& state, const SubmittedJobs& jobs,
+// Cancels what was submitted from `state` through `slurm` (a SlurmLauncher): the worker arrays first (their ranks
+// get TERM: healing checkpoints, leases go back), waiting up to `wait_seconds` for them to leave the queue, then
+// the coordinator job (or the login-node coordinator, by pid, if it is still that program). One line per thing
+// done, for the user.
+std::vector<std::string> cancel_submitted_jobs(Launcher& slurm, const std::string& state, const SubmittedJobs& jobs,
                                                double wait_seconds);
 
 }  // namespace layerprune

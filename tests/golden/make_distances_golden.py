@@ -2,7 +2,7 @@
 
     /usr/bin/python3 tests/golden/make_distances_golden.py [DATA_DIR]   # DATA_DIR defaults to ../shared/data
 
-Independent of layerprune's C++: the calibration recipe of worker/distances.h is re-implemented here from its
+Independent of layerprune's C++: the calibration recipe of method/distances.h is re-implemented here from its
 description (paragraphs split on blank lines, whitespace-only ones dropped, ordered by sha256("<seed>:<index>"),
 the first `samples` taken, BOS + sentencepiece ids cut to seq_len), each sequence runs on its own through the
 plain-PyTorch llama2.c forward of reference_llama.py (no batching, no padding), and d is computed pairwise in

@@ -1,5 +1,5 @@
 """Writes tests/golden/stories260k_eval.json: MMLU and BoolQ scored as lm-evaluation-harness v0.4 scores
-them, on a fixed subset, with stories260K unpruned and with layers 2 and 3 dropped (see README.md).
+them, on a fixed subset, with stories260K unpruned and with layers 2 and 3 dropped (see docs/evaluation.md).
 
     /usr/bin/python3 tests/golden/make_eval_golden.py [DATA_DIR]      # DATA_DIR defaults to ../shared/data
 

@@ -73,7 +73,7 @@ def stories260k():
 
 
 def loss(cfg, w, sp, text):
-    """The loss recipe of `layerprune loss` (worker/loss.h), in plain PyTorch."""
+    """The loss recipe of `layerprune loss` (model/loss.h), in plain PyTorch."""
     stream = sp.encode(text)
     ctx = cfg["seq_len"]
     chunk = ctx - 1

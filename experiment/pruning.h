@@ -1,0 +1,58 @@
+// Which layers to drop (Gromov et al. 2024, Sec. 3). Torch-free: the distances come from
+// method/distances.h and the result is a list of kept layers that LlamaModel::forward runs by skipping.
+//
+// Notation: L layers; x^(l) is the input of layer l (l = 0..L-1) and x^(L) the last layer's output before the
+// final norm. d(l, n) = angular distance between x^(l) and x^(l+n) (paper Eq. 7), defined for n = 1..L and
+// l = 0..L-n.
+//
+//   n from a fraction f:  n = round(f * L), halves rounded up (0.5 * 5 -> 3); the realised fraction is n / L.
+//   similarity strategy:  l*(n) = argmin_l d(l, n) (the first on ties); drop layers l* .. l*+n-1.
+//   simple strategy:      drop the n layers just before the final one, L-1-n .. L-2 (the final layer stays).
+// Both are defined for n = 0 (nothing dropped) .. L-1 (one layer left).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "formats/layer_ranges.h"
+
+namespace layerprune {
+
+// Mean angular distances over calibration samples: d(l, n) for 1 <= n <= L, 0 <= l <= L-n.
+class DistanceTable {
+ public:
+  DistanceTable() = default;
+  // `pair` is the (L+1) x (L+1) row-major matrix of d between hidden states i and j (symmetric).
+  DistanceTable(int64_t layers, std::vector<double> pair);
+  int64_t layers() const { return layers_; }
+  double at(int64_t l, int64_t n) const;  // d(x^(l), x^(l+n))
+  // argmin over l of d(l, n), the first on ties.
+  int64_t best_start(int64_t n) const;
+  const std::vector<double>& pair_matrix() const { return pair_; }
+
+ private:
+  int64_t layers_ = 0;
+  std::vector<double> pair_;
+};
+
+enum class Strategy { kSimilarity, kSimple };
+Strategy parse_strategy(const std::string& name);  // "similarity" | "simple"; InputError otherwise
+const char* strategy_name(Strategy s);
+
+// n = round(f * L), halves up; InputError unless 0 <= f < 1 and n <= L-1.
+int64_t layers_to_prune(double fraction, int64_t layers);
+
+struct PrunePlan {
+  Strategy strategy = Strategy::kSimilarity;
+  int64_t layers = 0;         // L
+  int64_t n = 0;              // layers dropped
+  int64_t first_dropped = 0;  // l* (similarity) or L-1-n (simple); 0 when n = 0
+  double distance = 0;        // d(l*, n) for similarity (0 for n = 0 and for simple)
+  std::vector<int64_t> kept;  // ascending
+  double realised_fraction() const { return layers ? double(n) / double(layers) : 0.0; }
+};
+
+// The kept layers for n dropped; `table` is needed for the similarity strategy (null for simple).
+PrunePlan plan_pruning(Strategy strategy, int64_t layers, int64_t n, const DistanceTable* table);
+
+}  // namespace layerprune
