@@ -170,27 +170,50 @@ TEST(Layout, CheckerFindsAPlantedViolation) {
   EXPECT_FALSE(is_torch_or_mpi("nlohmann/json.hpp"));
 }
 
-// `layerprune-coordinator` runs on a login node: its binary needs neither LibTorch nor MPI.
-TEST(Layout, CoordinatorBinaryLinksNeitherTorchNorMpi) {
-  const fs::path binary = fs::path(LAYERPRUNE_BINARY_DIR) / "coordinator" / "layerprune-coordinator";
-  ASSERT_TRUE(fs::exists(binary)) << binary << " not built";
-  const std::string cmd = "ldd '" + binary.string() + "' 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  ASSERT_TRUE(pipe);
+// What a shell command prints on stdout and stderr.
+std::string command_output(const std::string& cmd) {
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((cmd + " 2>&1").c_str(), "r"), pclose);
+  if (!pipe) return "";
   std::string out;
   std::array<char, 4096> buf{};
   while (size_t n = fread(buf.data(), 1, buf.size(), pipe.get())) out.append(buf.data(), n);
+  return out;
+}
+
+fs::path built(const std::string& folder, const std::string& program) {
+  return fs::path(LAYERPRUNE_BINARY_DIR) / folder / program;
+}
+
+// `layerprune-coordinator` runs on a login node: its binary needs neither LibTorch nor MPI.
+TEST(Layout, CoordinatorBinaryLinksNeitherTorchNorMpi) {
+  const fs::path binary = built("coordinator", "layerprune-coordinator");
+  ASSERT_TRUE(fs::exists(binary)) << binary << " not built";
+  const std::string out = command_output("ldd '" + binary.string() + "'");
   ASSERT_NE(out.find("libc.so"), std::string::npos) << "ldd printed no libraries: " << out;
   for (const char* lib : {"libtorch", "libc10", "libmpi", "libnccl", "libcudart", "libgomp"})
     EXPECT_EQ(out.find(lib), std::string::npos) << "layerprune-coordinator links " << lib << ":\n" << out;
   // The same check on a binary that does link LibTorch, so a broken ldd cannot pass the test.
-  const fs::path worker = fs::path(LAYERPRUNE_BINARY_DIR) / "worker" / "layerprune-worker";
+  const fs::path worker = built("worker", "layerprune-worker");
   ASSERT_TRUE(fs::exists(worker)) << worker << " not built";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe2(popen(("ldd '" + worker.string() + "' 2>&1").c_str(), "r"), pclose);
-  std::string wout;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe2.get())) wout.append(buf.data(), n);
+  const std::string wout = command_output("ldd '" + worker.string() + "'");
   EXPECT_NE(wout.find("libtorch"), std::string::npos) << "ldd of layerprune-worker shows no libtorch:\n" << wout;
   EXPECT_NE(wout.find("libmpi"), std::string::npos) << "ldd of layerprune-worker shows no libmpi:\n" << wout;
+}
+
+// PyPI's libtorch.so exports its own copies of libstdc++'s std::filesystem functions; a program that names
+// libtorch before libstdc++ calls those, and std::filesystem::remove_all crashed through them. Every
+// LibTorch program must name libstdc++ first (CMakeLists.txt links it so).
+TEST(Layout, TorchProgramsNameLibstdcxxBeforeLibtorch) {
+  for (const auto& [folder, program] : std::vector<std::pair<std::string, std::string>>{
+           {"worker", "layerprune-worker"}, {"cli", "layerprune"}, {"tests", "test_llama"}}) {
+    const fs::path binary = built(folder, program);
+    ASSERT_TRUE(fs::exists(binary)) << binary << " not built";
+    const std::string out = command_output("readelf -d '" + binary.string() + "'");
+    const size_t stdcxx = out.find("[libstdc++.so"), torch = out.find("[libtorch");
+    ASSERT_NE(torch, std::string::npos) << program << " needs no libtorch?\n" << out;
+    ASSERT_NE(stdcxx, std::string::npos) << program << " needs no libstdc++?\n" << out;
+    EXPECT_LT(stdcxx, torch) << program << " names libtorch before libstdc++:\n" << out;
+  }
 }
 
 }  // namespace
