@@ -545,14 +545,22 @@ std::string quote_regex(const std::string& s) {
   return out;
 }
 
-PreTokenizer parse_pre_tokenizer(const JsonField& f) {
+// Sequences may nest; a hostile file nesting them without end would exhaust the stack.
+constexpr int kMaxNesting = 16;
+
+void check_nesting(const JsonField& f, int depth) {
+  if (depth > kMaxNesting) f.fail("Sequences nested deeper than " + std::to_string(kMaxNesting));
+}
+
+PreTokenizer parse_pre_tokenizer(const JsonField& f, int depth = 0) {
+  check_nesting(f, depth);
   const std::string type = f.type();
   PreTokenizer p;
   if (type == "Sequence") {
     p.kind = PreTokenizer::Kind::kSequence;
     const JsonField steps = f.at("pretokenizers");
     steps.expect_array();
-    for (size_t i = 0; i < steps.j.size(); ++i) p.steps.push_back(parse_pre_tokenizer(steps.at(i)));
+    for (size_t i = 0; i < steps.j.size(); ++i) p.steps.push_back(parse_pre_tokenizer(steps.at(i), depth + 1));
   } else if (type == "ByteLevel") {
     p.kind = PreTokenizer::Kind::kByteLevel;
     p.add_prefix_space = f.at("add_prefix_space").boolean(true);
@@ -580,43 +588,46 @@ PreTokenizer parse_pre_tokenizer(const JsonField& f) {
   return p;
 }
 
-void parse_normalizer(const JsonField& f, bool* nfc) {
+void parse_normalizer(const JsonField& f, bool* nfc, int depth = 0) {
   if (f.is_null()) return;
+  check_nesting(f, depth);
   const std::string type = f.type();
   if (type == "NFC") {
     *nfc = true;
   } else if (type == "Sequence") {
     const JsonField steps = f.at("normalizers");
     steps.expect_array();
-    for (size_t i = 0; i < steps.j.size(); ++i) parse_normalizer(steps.at(i), nfc);
+    for (size_t i = 0; i < steps.j.size(); ++i) parse_normalizer(steps.at(i), nfc, depth + 1);
   } else {
     f.at("type").fail("normalizer type \"" + type + "\" is not supported (supported: NFC, Sequence, none)");
   }
 }
 
-void parse_decoder(const JsonField& f, bool* byte_level) {
+void parse_decoder(const JsonField& f, bool* byte_level, int depth = 0) {
   if (f.is_null()) return;
+  check_nesting(f, depth);
   const std::string type = f.type();
   if (type == "ByteLevel") {
     *byte_level = true;
   } else if (type == "Sequence") {
     const JsonField steps = f.at("decoders");
     steps.expect_array();
-    for (size_t i = 0; i < steps.j.size(); ++i) parse_decoder(steps.at(i), byte_level);
+    for (size_t i = 0; i < steps.j.size(); ++i) parse_decoder(steps.at(i), byte_level, depth + 1);
   } else {
     f.at("type").fail("decoder type \"" + type + "\" is not supported (supported: ByteLevel, Sequence, none)");
   }
 }
 
-void parse_post_processor(const JsonField& f, BpeTokenizer::Model* m) {
+void parse_post_processor(const JsonField& f, BpeTokenizer::Model* m, int depth = 0) {
   if (f.is_null()) return;
+  check_nesting(f, depth);
   const std::string type = f.type();
   const int32_t n = int32_t(m->tokens.size());
   if (type == "ByteLevel") return;  // only moves offsets, which this tokenizer does not report
   if (type == "Sequence") {
     const JsonField steps = f.at("processors");
     steps.expect_array();
-    for (size_t i = 0; i < steps.j.size(); ++i) parse_post_processor(steps.at(i), m);
+    for (size_t i = 0; i < steps.j.size(); ++i) parse_post_processor(steps.at(i), m, depth + 1);
     return;
   }
   if (type != "TemplateProcessing")
@@ -746,9 +757,31 @@ void parse_added_tokens(const JsonField& f, BpeTokenizer::Model* m) {
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) { return from_json(read_file(path), path); }
 
+void check_json_nesting(const std::string& text, const std::string& name, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth)
+        throw InputError(name + ": JSON nested deeper than " + std::to_string(max_depth) + " levels (at byte " +
+                         std::to_string(i) + ")");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
 BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string& name) {
   // nlohmann's lexer takes a NUL byte for the end of input, which would let bytes after it go unread.
   if (text.find('\0') != std::string::npos) throw InputError(name + ": not valid JSON (it contains a NUL byte)");
+  // nlohmann's parser and destructor recurse: a hostile file nested a million deep would exhaust the stack.
+  check_json_nesting(text, name, 64);
   json j;
   try {
     j = json::parse(text);

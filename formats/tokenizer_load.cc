@@ -26,6 +26,7 @@ TokenizerConfig read_tokenizer_config(const std::string& path) {
   using nlohmann::json;
   const std::string text = read_file(path);
   if (text.find('\0') != std::string::npos) throw InputError(path + ": not valid JSON (it contains a NUL byte)");
+  check_json_nesting(text, path, 64);
   json j;
   try {
     j = json::parse(text);

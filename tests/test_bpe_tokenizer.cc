@@ -487,6 +487,13 @@ TEST(BpeTokenizer, HostileJsonIsRefusedNamingTheField) {
   EXPECT_CONTAINS(load_error(minimal_json("added_tokens", json::array({{{"id", 9}, {"content", "<x>"}}}))), "added_tokens[0].id: id 9 leaves a gap");
   EXPECT_CONTAINS(load_error(minimal_json("added_tokens", json::array({{{"id", 3}, {"content", ""}}}))), "added_tokens[0].content: an added token cannot be empty");
   EXPECT_CONTAINS(load_error(minimal_json("truncation", {{"max_length", 5}})), "truncation is not supported");
+  std::string deep = R"({"type": "ByteLevel"})";
+  for (int i = 0; i < 20; ++i) deep = R"({"type": "Sequence", "pretokenizers": [)" + deep + "]}";
+  EXPECT_CONTAINS(load_error(minimal_json("pre_tokenizer", json::parse(deep))), "Sequences nested deeper than 16");
+  // JSON nested a million deep: refused before anything recurses over it
+  EXPECT_CONTAINS(load_error(std::string(1000000, '[') + std::string(1000000, ']')), "nested deeper than");
+  EXPECT_CONTAINS(load_error(minimal_json("pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", 1}})), "pre_tokenizer.use_regex: expected true or false, found number 1");
+  EXPECT_CONTAINS(load_error(minimal_json("model.vocab", json::object())), "model.vocab: the vocabulary is empty");
   EXPECT_CONTAINS(testing::input_error([] { BpeTokenizer::load("/nonexistent/tokenizer.json"); }), "/nonexistent/tokenizer.json");
 }
 

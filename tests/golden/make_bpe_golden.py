@@ -208,9 +208,10 @@ def write_json(name, obj):
 
 def llama_cpp_ids(exe, gguf_path, text):
     # llama-tokenize --ids prints a Python list; --no-bos: the ids of the text alone (SmolLM2 adds none anyway);
-    # special tokens are parsed (its default), as our GGUF tokenizer does. --stdin: any bytes, no shell quoting.
-    p = subprocess.run([exe, "-m", gguf_path, "--stdin", "--ids", "--log-disable", "--no-bos"], input=text.encode("utf-8"),
-                       capture_output=True, check=True)
+    # special tokens are parsed (the tool's default), as our GGUF tokenizer does; --stdin: any bytes, no shell
+    # quoting; --no-escape: the text as it is (by default the tool turns "\\n" into a newline).
+    p = subprocess.run([exe, "-m", gguf_path, "--stdin", "--ids", "--log-disable", "--no-bos", "--no-escape"],
+                       input=text.encode("utf-8"), capture_output=True, check=True)
     line = p.stdout.decode().strip().splitlines()[-1]
     return json.loads(line)
 
@@ -260,7 +261,7 @@ def main():
         c4 = "\n\n".join(json.loads(l)["text"] for l in open(os.path.join(args.data, C4), encoding="utf-8") if l.strip())
         c4_ids = llama_cpp_ids(args.llama_tokenize, gguf_path, c4)
         write_json("smollm2_llama_cpp_ids.json", {
-            "oracle": "llama.cpp llama-tokenize (vendor/llama.cpp of PyPI llama-cpp-python 0.3.36), --no-bos --ids",
+            "oracle": "llama.cpp llama-tokenize (vendor/llama.cpp of PyPI llama-cpp-python 0.3.36), --no-bos --no-escape --ids",
             "source": GGUF, "pre": v["pre"], "samples": recs,
             "c4": {"count": len(c4_ids), "first": c4_ids[:32], "sha256": ids_sha256(c4_ids)}})
 
