@@ -12,8 +12,9 @@ Writes, in tests/golden/bpe/:
                          the 48,900 merges from the GGUF's metadata (too big to check in).
   llama3_style.json      a Llama-3-style tokenizer.json trained here (BpeTrainer, 2000 tokens, on TinyStories,
                          MMLU and BoolQ text): Split(Llama-3's regex, Isolated) + ByteLevel(use_regex=false),
-                         ignore_merges, TemplateProcessing adding <|begin_of_text|>, merges as ["a", "b"]
-                         pairs, added tokens with lstrip/rstrip and single_word.
+                         ignore_merges (and a vocabulary entry no merge reaches, so it matters),
+                         TemplateProcessing adding <|begin_of_text|>, merges as ["a", "b"] pairs, added
+                         tokens with lstrip/rstrip and single_word.
   qwen2_style.json       a Qwen2-style one: NFC normalizer, Qwen2's regex, no BOS, merges in the older "a b"
                          layout, a normalized non-special added token.
   smollm2_ids.json, llama3_style_ids.json, qwen2_style_ids.json: for each, samples
@@ -137,6 +138,9 @@ def llama3_style(data):
     tok = trained(data, LLAMA3_REGEX, ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"], 2000)
     j = json.loads(tok.to_str())
     j["model"]["ignore_merges"] = True
+    # A token no merge sequence reaches (Llama-3's vocabulary has such tokens): with ignore_merges the
+    # pre-token "pneumonoultramicroscopicsilicovolcanoconiosis" (the long_word sample) is this one token.
+    j["model"]["vocab"]["pneumonoultramicroscopicsilicovolcanoconiosis"] = len(j["model"]["vocab"])
     tok = Tokenizer.from_str(json.dumps(j))
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.Sequence([
