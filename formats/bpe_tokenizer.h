@@ -1,7 +1,7 @@
 // Byte-level BPE (GPT-2 style: SmolLM2, Llama-3, Qwen2), implemented natively in two ways of being built:
 //
 // - from a Hugging Face tokenizer.json, reproducing the `tokenizers` library's encode/decode (checked token
-//   for token against tokenizers 0.22 by tests/test_bpe_tokenizer.cc on golden files written by
+//   for token against tokenizers 0.23 by tests/test_bpe_tokenizer.cc on golden files written by
 //   tests/golden/make_bpe_golden.py);
 // - from a GGUF's tokenizer metadata (tokens, merges, token types, `tokenizer.ggml.pre`), reproducing
 //   llama.cpp's tokenizer: the pre-tokenizer regexes llama.cpp's src/llama-vocab.cpp lists for that `pre`.

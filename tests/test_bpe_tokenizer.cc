@@ -500,7 +500,7 @@ TEST(BpeTokenizer, HostileJsonIsRefusedNamingTheField) {
 TEST(BpeTokenizer, SplitBehaviors) {
   // tokenizers' Split on "a-b--c" with the pattern "-", each behavior, plain and inverted; the vocabulary
   // has a token for each two-character piece, so the ids show the pieces. The expected ids are what
-  // tokenizers 0.22 gives for the same JSON (Python, by hand: Tokenizer.from_str(...).encode("a-b--c")).
+  // tokenizers 0.23.3 gives for the same JSON (Python, by hand: Tokenizer.from_str(...).encode("a-b--c")).
   auto tok = [](const std::string& behavior, bool invert) {
     json j = json::parse(minimal_json());
     j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior}, {"invert", invert}};
