@@ -841,7 +841,7 @@ BpeTokenizer BpeTokenizer::from_gguf(const GgufVocab& v, const std::string& name
   };
   auto m = std::make_shared<Model>();
   m->path = name;
-  m->file_sha256 = "";
+  m->file_sha256 = v.file_sha256;
   const size_t n = v.tokens.size();
   if (n == 0) fail("tokens", "the vocabulary is empty");
   if (n >= size_t(1) << 31) fail("tokens", "too many tokens");

@@ -45,6 +45,7 @@ class BpeTokenizer {
     std::string pre;                       // tokenizer.ggml.pre: llama.cpp's pre-tokenizer name
     int32_t bos_id = -1, eos_id = -1, unk_id = -1;
     bool add_bos = false, add_eos = false;  // tokenizer.ggml.add_bos_token / add_eos_token
+    std::string file_sha256;                 // of the GGUF file, for file_sha256() (provenance)
   };
   // llama.cpp's tokenizer for that vocabulary: `pre` one of smollm, llama-bpe (also llama3, llama-v3),
   // qwen2, gpt-2, default (anything else is refused, naming it). Control and user-defined tokens are

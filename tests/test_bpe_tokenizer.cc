@@ -265,6 +265,15 @@ TEST(BpeTokenizer, Qwen2StyleMatchesTokenizers) {
   expect_whole_files(tok, g);
 }
 
+TEST(BpeTokenizer, Gpt2StyleAddPrefixSpaceMatchesTokenizers) {
+  // qwen2_style.json with GPT-2's pre-tokenizer: ByteLevel alone, add_prefix_space on, no normalizer
+  json j = json::parse(read_file(testing::source_file("tests/golden/bpe/qwen2_style.json")));
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  const BpeTokenizer tok = BpeTokenizer::from_json(j.dump(), "gpt2_style.json");
+  expect_matches_golden(tok, read_golden("gpt2_style_ids.json"));
+}
+
 TEST(BpeTokenizer, MalformedUtf8IsReplacedAsPythonDoes) {
   // One U+FFFD per maximal ill-formed subsequence (Python's errors="replace"): "\xE6\x97" is one, not two.
   const BpeTokenizer tok = BpeTokenizer::load(testing::source_file("tests/golden/bpe/qwen2_style.json"));
@@ -291,7 +300,10 @@ TEST(BpeTokenizer, SmolLM2GgufMatchesLlamaCpp) {
   LP_REQUIRE_SMOLLM2();
   const std::string golden = testing::source_file("tests/golden/bpe/smollm2_llama_cpp_ids.json");
   if (!std::ifstream(golden)) GTEST_SKIP() << "no llama.cpp golden file " << golden;
-  const BpeTokenizer tok = BpeTokenizer::from_gguf(smollm2_vocab(), testing::data_file(kSmolLM2));
+  auto vocab = smollm2_vocab();
+  vocab.file_sha256 = "feed";
+  const BpeTokenizer tok = BpeTokenizer::from_gguf(vocab, testing::data_file(kSmolLM2));
+  EXPECT_EQ(tok.file_sha256(), "feed");
   EXPECT_FALSE(tok.adds_bos());
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);

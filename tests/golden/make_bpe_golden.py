@@ -23,6 +23,8 @@ Writes, in tests/golden/bpe/:
       differs from the text, and always for "text_hex"), "decoded_skip" (skip_special_tokens=True, where it differs from "decoded")}],
       and whole_files: the TinyStories excerpt and the C4 excerpt's texts (joined by "\n\n") encoded as one
       string: count, first 32 ids, sha256 of the ids as little-endian int32.
+  gpt2_style_ids.json    the hand-made samples through qwen2_style.json with its normalizer removed and its
+      pre-tokenizer replaced by ByteLevel(add_prefix_space=true, use_regex=true) (GPT-2's own layout).
   smollm2_llama_cpp_ids.json (with --llama-tokenize): llama.cpp's ids for the same samples, read from the GGUF
       (pre = smollm), and the ids of the HF tokenizer where they differ.
 Malformed UTF-8 ("text_hex"): a Python str cannot hold it, so tokenizers never sees it; the C++ tokenizer
@@ -249,6 +251,16 @@ def main():
         write_json(name + "_ids.json", {
             "tokenizers_version": tokenizers.__version__, "vocab_size": tok.get_vocab_size(),
             "samples": sample_records(tok, samples, byte_samples), "whole_files": whole_files(tok, args.data)})
+
+    # GPT-2 style: the Qwen2-style vocabulary behind ByteLevel(add_prefix_space=true, use_regex=true) alone
+    # (the C++ test patches qwen2_style.json the same way); the hand-made edge cases only.
+    j = json.loads(open(os.path.join(OUT_DIR, "qwen2_style.json"), encoding="utf-8").read())
+    j["normalizer"] = None
+    j["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    gpt2 = Tokenizer.from_str(json.dumps(j))
+    edge = sp_golden.EDGE_CASES + BPE_EDGE_CASES
+    write_json("gpt2_style_ids.json", {"tokenizers_version": tokenizers.__version__, "vocab_size": gpt2.get_vocab_size(),
+                                       "samples": sample_records(gpt2, edge, byte_samples)})
 
     if args.llama_tokenize:
         gguf_path = os.path.join(args.data, GGUF)
