@@ -291,7 +291,7 @@ void pre_tokenize(const PreTokenizer& p, std::vector<std::string>* pieces) {
       break;
     case PreTokenizer::Kind::kByteLevel:
       for (auto& piece : *pieces) {
-        if (p.add_prefix_space && piece.front() != ' ') piece.insert(0, 1, ' ');
+        if (p.add_prefix_space && !piece.empty() && piece.front() != ' ') piece.insert(0, 1, ' ');
         std::vector<std::string> split;
         if (p.use_regex) split_piece(piece, p.regex, SplitBehavior::kIsolated, false, &split);
         else split.push_back(std::move(piece));

@@ -44,7 +44,9 @@ class BpeTokenizer {
                                            // 3 control, 4 user-defined, 5 unused, 6 byte); empty: all normal
     std::string pre;                       // tokenizer.ggml.pre: llama.cpp's pre-tokenizer name
     int32_t bos_id = -1, eos_id = -1, unk_id = -1;
-    bool add_bos = false, add_eos = false;  // tokenizer.ggml.add_bos_token / add_eos_token
+    // tokenizer.ggml.add_bos_token / add_eos_token; where the GGUF lacks the key, pass llama.cpp's default
+    // for the `pre` (llama-vocab.cpp sets add_bos for llama-bpe), as llama.cpp would use it
+    bool add_bos = false, add_eos = false;
     std::string file_sha256;                 // of the GGUF file, for file_sha256() (provenance)
   };
   // llama.cpp's tokenizer for that vocabulary: `pre` one of smollm, llama-bpe (also llama3, llama-v3),
