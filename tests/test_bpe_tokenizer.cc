@@ -296,6 +296,38 @@ TEST(BpeTokenizer, StreamedTokenBytesJoinToDecode) {
 // ------------------------------------------------------------------------------------------------------
 // GGUF construction: llama.cpp's tokenizer
 
+// A tokenizer.json's vocabulary as a GGUF holds it, as make_bpe_golden.vocab_of_json() writes it: tokens by
+// id, merges "a b", special added tokens control (3), other added tokens user-defined (4).
+BpeTokenizer::GgufVocab gguf_vocab_of_json(const std::string& file, const std::string& pre) {
+  const json j = json::parse(read_file(testing::source_file("tests/golden/bpe/" + file)));
+  BpeTokenizer::GgufVocab v;
+  int32_t n = 0;
+  for (const auto& [t, id] : j["model"]["vocab"].items()) n = std::max(n, id.get<int32_t>() + 1);
+  for (const json& a : j["added_tokens"]) n = std::max(n, a["id"].get<int32_t>() + 1);
+  v.tokens.assign(size_t(n), "");
+  v.token_types.assign(size_t(n), 1);
+  for (const auto& [t, id] : j["model"]["vocab"].items()) v.tokens[id.get<size_t>()] = t;
+  for (const json& a : j["added_tokens"]) {
+    v.tokens[a["id"].get<size_t>()] = a["content"].get<std::string>();
+    v.token_types[a["id"].get<size_t>()] = a["special"].get<bool>() ? 3 : 4;
+  }
+  for (const json& m : j["model"]["merges"])
+    v.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  v.pre = pre;
+  return v;
+}
+
+void expect_matches_llama_cpp(const BpeTokenizer& tok, const json& g) {
+  int bad = 0;
+  std::string first;
+  for (const json& s : g["samples"]) {
+    const std::string text = s["text"];
+    const auto want = s["ids"].get<std::vector<int32_t>>(), got = tok.encode(text, false);
+    if (got != want && bad++ == 0) first = first_difference(tok, s["name"], text, want, got);
+  }
+  EXPECT_EQ(bad, 0) << bad << " mismatches; the first: " << first;
+}
+
 TEST(BpeTokenizer, SmolLM2GgufMatchesLlamaCpp) {
   LP_REQUIRE_SMOLLM2();
   const std::string golden = testing::source_file("tests/golden/bpe/smollm2_llama_cpp_ids.json");
@@ -308,14 +340,7 @@ TEST(BpeTokenizer, SmolLM2GgufMatchesLlamaCpp) {
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
   const json g = json::parse(read_file(golden));
-  int bad = 0;
-  std::string first;
-  for (const json& s : g["samples"]) {
-    const std::string text = s["text"];
-    const auto want = s["ids"].get<std::vector<int32_t>>(), got = tok.encode(text, false);
-    if (got != want && bad++ == 0) first = first_difference(tok, s["name"], text, want, got);
-  }
-  EXPECT_EQ(bad, 0) << bad << " mismatches; the first: " << first;
+  expect_matches_llama_cpp(tok, g);
   const std::string c4 = testing::data_file("c4/c4_en_train_first1000.jsonl");
   if (c4.empty()) return;
   std::string c4_text;
@@ -327,6 +352,18 @@ TEST(BpeTokenizer, SmolLM2GgufMatchesLlamaCpp) {
   const auto ids = tok.encode(c4_text, false);
   EXPECT_EQ(ids.size(), g["c4"]["count"].get<size_t>());
   EXPECT_EQ(ids_sha256(ids), g["c4"]["sha256"].get<std::string>());
+}
+
+TEST(BpeTokenizer, GgufLlamaBpeAndQwen2MatchLlamaCpp) {
+  // llama.cpp on vocabulary-only GGUFs of the two trained tokenizers: its llama-bpe and qwen2 rules (no NFC,
+  // no single_word/lstrip/rstrip: where tokenizers differs, the golden file says so in "hf_ids")
+  for (const auto& [name, pre] : {std::pair<std::string, std::string>{"llama3_style", "llama-bpe"}, {"qwen2_style", "qwen2"}}) {
+    SCOPED_TRACE(name);
+    const std::string golden = testing::source_file("tests/golden/bpe/" + name + "_llama_cpp_ids.json");
+    if (!std::ifstream(golden)) GTEST_SKIP() << "no llama.cpp golden file " << golden;
+    const BpeTokenizer tok = BpeTokenizer::from_gguf(gguf_vocab_of_json(name + ".json", pre), name + ".gguf");
+    expect_matches_llama_cpp(tok, json::parse(read_file(golden)));
+  }
 }
 
 TEST(BpeTokenizer, SmolLM2GgufNewlinesBeforeADigit) {

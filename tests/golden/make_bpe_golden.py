@@ -26,7 +26,12 @@ Writes, in tests/golden/bpe/:
   gpt2_style_ids.json    the hand-made samples through qwen2_style.json with its normalizer removed and its
       pre-tokenizer replaced by ByteLevel(add_prefix_space=true, use_regex=true) (GPT-2's own layout).
   smollm2_llama_cpp_ids.json (with --llama-tokenize): llama.cpp's ids for the same samples, read from the GGUF
-      (pre = smollm), and the ids of the HF tokenizer where they differ.
+      (pre = smollm), and the ids of the HF tokenizer where they differ ("hf_ids").
+  llama3_style_llama_cpp_ids.json, qwen2_style_llama_cpp_ids.json (with --llama-tokenize): llama.cpp's ids for
+      the hand-made samples on vocabulary-only GGUFs written from llama3_style.json (pre = llama-bpe) and
+      qwen2_style.json (pre = qwen2) by write_vocab_gguf() below (special added tokens as control tokens,
+      the others user-defined), and "hf_ids" where tokenizers differs (NFC, single_word, lstrip/rstrip:
+      llama.cpp's GGUF has none of them).
 Malformed UTF-8 ("text_hex"): a Python str cannot hold it, so tokenizers never sees it; the C++ tokenizer
 replaces it as bytes.decode("utf-8", errors="replace") does, and the golden ids are those of that string.
 """
@@ -37,6 +42,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 
 import gguf
 import tokenizers
@@ -263,23 +269,85 @@ def main():
                                        "samples": sample_records(gpt2, edge, byte_samples)})
 
     if args.llama_tokenize:
+        # llama.cpp on vocabulary-only GGUFs of the two trained tokenizers (pre = llama-bpe, qwen2), made in a
+        # temporary directory; the hand-made samples only.
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, pre, bos, eos, add_bos in (("llama3_style", "llama-bpe", "<|begin_of_text|>", "<|end_of_text|>", True),
+                                                 ("qwen2_style", "qwen2", None, "<|endoftext|>", False)):
+                text = open(os.path.join(OUT_DIR, name + ".json"), encoding="utf-8").read()
+                hf = Tokenizer.from_str(text)
+                path = os.path.join(tmp, name + ".gguf")
+                write_vocab_gguf(path, text, pre, None if bos is None else hf.token_to_id(bos), hf.token_to_id(eos), add_bos)
+                write_json(name + "_llama_cpp_ids.json", {
+                    "oracle": "llama.cpp llama-tokenize (vendor/llama.cpp of PyPI llama-cpp-python 0.3.36), --no-bos --no-escape --ids",
+                    "source": "a vocabulary-only GGUF of " + name + ".json (make_bpe_golden.write_vocab_gguf)", "pre": pre,
+                    "samples": llama_cpp_golden(args.llama_tokenize, path, edge, byte_samples, hf)})
+
         gguf_path = os.path.join(args.data, GGUF)
-        recs = []
-        for name, text in samples + [(n, b.decode("utf-8", errors="replace")) for n, b in byte_samples]:
-            if not text:
-                continue  # llama-tokenize --stdin on empty input is not a tokenization
-            ids = llama_cpp_ids(args.llama_tokenize, gguf_path, text)
-            r = {"name": name, "text": text, "ids": ids}
-            hf = smol.encode(text, add_special_tokens=False).ids
-            if hf != ids:
-                r["hf_ids"] = hf
-            recs.append(r)
+        recs = llama_cpp_golden(args.llama_tokenize, gguf_path, samples, byte_samples, smol)
         c4 = "\n\n".join(json.loads(l)["text"] for l in open(os.path.join(args.data, C4), encoding="utf-8") if l.strip())
         c4_ids = llama_cpp_ids(args.llama_tokenize, gguf_path, c4)
         write_json("smollm2_llama_cpp_ids.json", {
             "oracle": "llama.cpp llama-tokenize (vendor/llama.cpp of PyPI llama-cpp-python 0.3.36), --no-bos --no-escape --ids",
             "source": GGUF, "pre": v["pre"], "samples": recs,
             "c4": {"count": len(c4_ids), "first": c4_ids[:32], "sha256": ids_sha256(c4_ids)}})
+
+
+def vocab_of_json(tok_json):
+    """A tokenizer.json's vocabulary as a GGUF holds it (what the C++ test's gguf_vocab_of_json() rebuilds):
+    tokens by id, merges as "a b", special added tokens as control (3), other added tokens as user-defined
+    (4), the rest normal (1)."""
+    j = json.loads(tok_json)
+    n = max(list(j["model"]["vocab"].values()) + [t["id"] for t in j["added_tokens"]]) + 1
+    tokens = [""] * n
+    types = [1] * n
+    for t, i in j["model"]["vocab"].items():
+        tokens[i] = t
+    for t in j["added_tokens"]:
+        tokens[t["id"]] = t["content"]
+        types[t["id"]] = 3 if t["special"] else 4
+    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+    return tokens, types, merges
+
+
+def write_vocab_gguf(path, tok_json, pre, bos, eos, add_bos):
+    """A vocabulary-only GGUF (no tensors) that llama-tokenize loads, like llama.cpp's models/ggml-vocab-*.gguf."""
+    tokens, types, merges = vocab_of_json(tok_json)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(2048)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_head_count_kv(4)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    if bos is not None:
+        w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_add_bos_token(add_bos)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+
+
+def llama_cpp_golden(exe, gguf_path, samples, byte_samples, hf):
+    recs = []
+    for name, text in samples + [(n, b.decode("utf-8", errors="replace")) for n, b in byte_samples]:
+        if not text:
+            continue  # llama-tokenize --stdin on empty input is not a tokenization
+        ids = llama_cpp_ids(exe, gguf_path, text)
+        r = {"name": name, "text": text, "ids": ids}
+        hf_ids = hf.encode(text, add_special_tokens=False).ids
+        if hf_ids != ids:
+            r["hf_ids"] = hf_ids
+        recs.append(r)
+    return recs
 
 
 if __name__ == "__main__":
