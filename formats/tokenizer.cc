@@ -4,8 +4,6 @@
 // Sections: UTF-8 and protobuf wire format; the model (load + validation); normalizer; BPE encoder; decoder.
 #include "formats/tokenizer.h"
 
-#include "formats/bpe_tokenizer.h"
-
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -17,6 +15,7 @@
 
 #include "common/error.h"
 #include "common/hashing.h"
+#include "formats/bpe_tokenizer.h"
 
 namespace layerprune {
 
