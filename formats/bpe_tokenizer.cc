@@ -96,10 +96,15 @@ bool is_whitespace(uint32_t cp) {  // Unicode White_Space, as Rust's char::is_wh
   return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP;
 }
 
-bool is_alphanumeric(uint32_t cp) {  // letters and numbers, as Rust's char::is_alphanumeric (approximately)
+// A word character as tokenizers' single_word test sees it (the Rust regex crate's Unicode \w): letters,
+// marks, decimal digits, letter numbers, connector punctuation ("_") and the zero-width joiners; not other
+// numbers such as "²" or "①". (Rust's Alphabetic also takes a few symbols, e.g. circled letters; not here.)
+bool is_word_char(uint32_t cp) {
+  if (cp == 0x200C || cp == 0x200D) return true;
   const auto cat = utf8proc_category(utf8proc_int32_t(cp));
   return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
-         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
+         (cat >= UTF8PROC_CATEGORY_MN && cat <= UTF8PROC_CATEGORY_ME) || cat == UTF8PROC_CATEGORY_ND ||
+         cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_PC;
 }
 
 uint32_t last_char(std::string_view s) {  // of well-formed UTF-8; 0 for ""
@@ -361,7 +366,9 @@ struct BpeTokenizer::Model {
 
   // BPE
   std::vector<std::string> tokens;                     // id -> vocabulary string
-  std::unordered_map<std::string, int32_t> token_ids;  // vocabulary string -> id
+  // The BPE model's vocabulary (what merging and ignore_merges look up; added tokens are not in it, as in
+  // tokenizers), and the added tokens' contents, which token_to_id() consults first.
+  std::unordered_map<std::string, int32_t> vocab_ids, added_ids;
   // (left id, right id) -> (rank, merged id)
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;
   bool ignore_merges = false;
@@ -390,14 +397,14 @@ struct BpeTokenizer::Model {
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
   void add_merge(int32_t rank, const std::string& a, const std::string& b, const std::string& where) {
-    auto ia = token_ids.find(a), ib = token_ids.find(b), im = token_ids.find(a + b);
+    auto ia = vocab_ids.find(a), ib = vocab_ids.find(b), im = vocab_ids.find(a + b);
     auto fail = [&](const std::string& t) {
       throw InputError(where + ": merge " + std::to_string(rank) + " (" + json(a).dump() + " " + json(b).dump() +
                        ") names " + json(t).dump() + ", which is not in the vocabulary");
     };
-    if (ia == token_ids.end()) fail(a);
-    if (ib == token_ids.end()) fail(b);
-    if (im == token_ids.end()) fail(a + b);
+    if (ia == vocab_ids.end()) fail(a);
+    if (ib == vocab_ids.end()) fail(b);
+    if (im == vocab_ids.end()) fail(a + b);
     merges.emplace((uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second), std::make_pair(rank, im->second));
   }
 
@@ -434,8 +441,8 @@ void BpeTokenizer::Model::bpe(const std::string& word, std::vector<int32_t>* out
     size_t n = utf8_char(word, i, &cp);
     if (!n) n = 1;  // cannot happen on well-formed text; keeps the loop finite
     const std::string ch = word.substr(i, n);
-    auto it = token_ids.find(ch);
-    if (it != token_ids.end()) {
+    auto it = vocab_ids.find(ch);
+    if (it != vocab_ids.end()) {
       symbols.push_back({it->second, -1, -1, n});
     } else {
       bool done = false;
@@ -444,8 +451,8 @@ void BpeTokenizer::Model::bpe(const std::string& word, std::vector<int32_t>* out
         for (unsigned char b : ch) {
           char name[8];
           std::snprintf(name, sizeof name, "<0x%02X>", b);
-          auto bt = token_ids.find(name);
-          if (bt == token_ids.end()) break;
+          auto bt = vocab_ids.find(name);
+          if (bt == vocab_ids.end()) break;
           bytes.push_back(bt->second);
         }
         if (bytes.size() == ch.size()) {
@@ -496,8 +503,8 @@ void BpeTokenizer::Model::bpe(const std::string& word, std::vector<int32_t>* out
 
 void BpeTokenizer::Model::encode_piece(const std::string& word, std::vector<int32_t>* out) const {
   if (ignore_merges) {  // Llama-3: a pre-token that is itself a token is that token, whatever the merges say
-    auto it = token_ids.find(word);
-    if (it != token_ids.end()) {
+    auto it = vocab_ids.find(word);
+    if (it != vocab_ids.end()) {
       out->push_back(it->second);
       return;
     }
@@ -686,7 +693,7 @@ void parse_model(const JsonField& f, BpeTokenizer::Model* m) {
     if (seen[size_t(id)]) idf.fail("token id " + std::to_string(id) + " is given to two tokens");
     seen[size_t(id)] = true;
     m->tokens[size_t(id)] = it.key();
-    m->token_ids.emplace(it.key(), id);
+    m->vocab_ids.emplace(it.key(), id);
   }
   const JsonField merges = f.at("merges");
   if (!merges.is_null()) {
@@ -716,8 +723,8 @@ void parse_model(const JsonField& f, BpeTokenizer::Model* m) {
   m->byte_fallback = f.at("byte_fallback").boolean(false);
   const JsonField unk = f.at("unk_token");
   if (!unk.is_null()) {
-    auto it = m->token_ids.find(unk.string());
-    if (it == m->token_ids.end()) unk.fail("unk_token " + json(unk.string()).dump() + " is not in the vocabulary");
+    auto it = m->vocab_ids.find(unk.string());
+    if (it == m->vocab_ids.end()) unk.fail("unk_token " + json(unk.string()).dump() + " is not in the vocabulary");
     m->unk_id = it->second;
   }
 }
@@ -738,12 +745,11 @@ void parse_added_tokens(const JsonField& f, BpeTokenizer::Model* m) {
     a.id = int32_t(id64);
     if (size_t(a.id) == m->tokens.size()) {
       m->tokens.push_back(a.content);
-      m->token_ids.emplace(a.content, a.id);
     } else if (m->tokens[size_t(a.id)] != a.content) {
       // tokenizers lets the added token's content stand for the id (its id_to_token gives the content)
-      m->token_ids.emplace(a.content, a.id);
       m->tokens[size_t(a.id)] = a.content;
     }
+    m->added_ids[a.content] = a.id;
     a.single_word = t.at("single_word").boolean(false);
     a.lstrip = t.at("lstrip").boolean(false);
     a.rstrip = t.at("rstrip").boolean(false);
@@ -848,7 +854,7 @@ BpeTokenizer BpeTokenizer::from_gguf(const GgufVocab& v, const std::string& name
   if (!v.token_types.empty() && v.token_types.size() != n)
     fail("token_type", std::to_string(v.token_types.size()) + " types for " + std::to_string(n) + " tokens");
   m->tokens = v.tokens;
-  for (size_t i = 0; i < n; ++i) m->token_ids.emplace(v.tokens[i], int32_t(i));
+  for (size_t i = 0; i < n; ++i) m->vocab_ids.emplace(v.tokens[i], int32_t(i));
   bool ignore_merges = false;
   const std::vector<std::string> regexes = llama_cpp_regexes(v.pre, &ignore_merges);
   if (regexes.empty())
@@ -956,8 +962,8 @@ void split_added(const std::vector<const BpeTokenizer::Model::AddedToken*>& toke
     }
     size_t start = pos, stop = pos + best->content.size();
     if (best->single_word) {
-      const bool start_ok = start == 0 || !is_alphanumeric(last_char(std::string_view(text).substr(0, start)));
-      const bool stop_ok = stop == text.size() || !is_alphanumeric(first_char(std::string_view(text).substr(stop)));
+      const bool start_ok = start == 0 || !is_word_char(last_char(std::string_view(text).substr(0, start)));
+      const bool stop_ok = stop == text.size() || !is_word_char(first_char(std::string_view(text).substr(stop)));
       if (!start_ok || !stop_ok) {
         pos = stop;  // the automaton has consumed this match; the search goes on after it
         continue;
@@ -1085,8 +1091,10 @@ const std::string& BpeTokenizer::token(int32_t id) const {
 }
 
 int32_t BpeTokenizer::token_to_id(std::string_view t) const {
-  auto it = m_->token_ids.find(std::string(t));
-  return it == m_->token_ids.end() ? -1 : it->second;
+  const std::string key(t);
+  if (auto it = m_->added_ids.find(key); it != m_->added_ids.end()) return it->second;
+  auto it = m_->vocab_ids.find(key);
+  return it == m_->vocab_ids.end() ? -1 : it->second;
 }
 
 bool BpeTokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && m_->special[size_t(id)]; }

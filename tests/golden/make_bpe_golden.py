@@ -73,6 +73,7 @@ BPE_EDGE_CASES = [
     ("specials_partial", "<|im_start <|im_end| <|begin_of_text|"),
     ("added_strip", "a   <|sep|>   b <|sep|>c"),
     ("added_single_word", "word words sword word. (word)"),
+    ("added_single_word_edges", "word_x _word word\u0301 word\u2460 x\u200dword word\u00b2 word- \u00e9word"),
     ("added_normalized", "the cafe\u0301 and the caf\u00e9 <tool> x<tool>y"),
     ("nfc_hangul_jamo", "\u1100\u1161\u11a8 \u1112\u1161\u11ab"),
     ("nfc_combining_stack", "a\u0323\u0302 e\u0301\u0300 A\u030a \u212b"),
