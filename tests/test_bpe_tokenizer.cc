@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/hashing.h"
@@ -354,14 +355,18 @@ TEST(BpeTokenizer, SmolLM2GgufMatchesLlamaCpp) {
   EXPECT_EQ(ids_sha256(ids), g["c4"]["sha256"].get<std::string>());
 }
 
-TEST(BpeTokenizer, GgufLlamaBpeAndQwen2MatchLlamaCpp) {
+TEST(BpeTokenizer, GgufPreTokenizersMatchLlamaCpp) {
   // llama.cpp on vocabulary-only GGUFs of the two trained tokenizers: its llama-bpe and qwen2 rules (no NFC,
   // no single_word/lstrip/rstrip: where tokenizers differs, the golden file says so in "hf_ids")
-  for (const auto& [name, pre] : {std::pair<std::string, std::string>{"llama3_style", "llama-bpe"}, {"qwen2_style", "qwen2"}}) {
-    SCOPED_TRACE(name);
-    const std::string golden = testing::source_file("tests/golden/bpe/" + name + "_llama_cpp_ids.json");
+  // and, on the Qwen2-style vocabulary, its gpt-2 and default rules
+  for (const auto& [out, name, pre] : {std::tuple<std::string, std::string, std::string>{"llama3_style", "llama3_style", "llama-bpe"},
+                                       {"qwen2_style", "qwen2_style", "qwen2"},
+                                       {"gpt2_pre", "qwen2_style", "gpt-2"},
+                                       {"default_pre", "qwen2_style", "default"}}) {
+    SCOPED_TRACE(out);
+    const std::string golden = testing::source_file("tests/golden/bpe/" + out + "_llama_cpp_ids.json");
     if (!std::ifstream(golden)) GTEST_SKIP() << "no llama.cpp golden file " << golden;
-    const BpeTokenizer tok = BpeTokenizer::from_gguf(gguf_vocab_of_json(name + ".json", pre), name + ".gguf");
+    const BpeTokenizer tok = BpeTokenizer::from_gguf(gguf_vocab_of_json(name + ".json", pre), out + ".gguf");
     expect_matches_llama_cpp(tok, json::parse(read_file(golden)));
   }
 }

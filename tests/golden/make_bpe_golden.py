@@ -32,6 +32,9 @@ Writes, in tests/golden/bpe/:
       qwen2_style.json (pre = qwen2) by write_vocab_gguf() below (special added tokens as control tokens,
       the others user-defined), and "hf_ids" where tokenizers differs (NFC, single_word, lstrip/rstrip:
       llama.cpp's GGUF has none of them).
+  gpt2_pre_llama_cpp_ids.json, default_pre_llama_cpp_ids.json (with --llama-tokenize): the same with the
+      qwen2_style vocabulary and pre = gpt-2 and pre = default ("hf_ids" then compares with qwen2_style.json's
+      own pre-tokenizer, so it differs often: only the llama.cpp ids are the reference here).
 Malformed UTF-8 ("text_hex"): a Python str cannot hold it, so tokenizers never sees it; the C++ tokenizer
 replaces it as bytes.decode("utf-8", errors="replace") does, and the golden ids are those of that string.
 """
@@ -273,13 +276,16 @@ def main():
         # llama.cpp on vocabulary-only GGUFs of the two trained tokenizers (pre = llama-bpe, qwen2), made in a
         # temporary directory; the hand-made samples only.
         with tempfile.TemporaryDirectory() as tmp:
-            for name, pre, bos, eos, add_bos in (("llama3_style", "llama-bpe", "<|begin_of_text|>", "<|end_of_text|>", True),
-                                                 ("qwen2_style", "qwen2", None, "<|endoftext|>", False)):
+            for out, name, pre, bos, eos, add_bos in (
+                    ("llama3_style", "llama3_style", "llama-bpe", "<|begin_of_text|>", "<|end_of_text|>", True),
+                    ("qwen2_style", "qwen2_style", "qwen2", None, "<|endoftext|>", False),
+                    ("gpt2_pre", "qwen2_style", "gpt-2", None, "<|endoftext|>", False),
+                    ("default_pre", "qwen2_style", "default", None, "<|endoftext|>", False)):
                 text = open(os.path.join(OUT_DIR, name + ".json"), encoding="utf-8").read()
                 hf = Tokenizer.from_str(text)
-                path = os.path.join(tmp, name + ".gguf")
+                path = os.path.join(tmp, out + ".gguf")
                 write_vocab_gguf(path, text, pre, None if bos is None else hf.token_to_id(bos), hf.token_to_id(eos), add_bos)
-                write_json(name + "_llama_cpp_ids.json", {
+                write_json(out + "_llama_cpp_ids.json", {
                     "oracle": "llama.cpp llama-tokenize (vendor/llama.cpp of PyPI llama-cpp-python 0.3.36), --no-bos --no-escape --ids",
                     "source": "a vocabulary-only GGUF of " + name + ".json (make_bpe_golden.write_vocab_gguf)", "pre": pre,
                     "samples": llama_cpp_golden(args.llama_tokenize, path, edge, byte_samples, hf)})
