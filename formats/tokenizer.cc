@@ -15,7 +15,7 @@
 
 #include "common/error.h"
 #include "common/hashing.h"
-#include "common/text_file.h"
+#include "formats/bpe_tokenizer.h"
 
 namespace layerprune {
 
@@ -412,10 +412,6 @@ void parse_normalizer_spec(WireReader& r, NormalizerSpec* n) {
 
 }  // namespace
 
-Tokenizer Tokenizer::load(const std::string& path) {
-  return from_bytes(read_file(path), path);  // read_file: InputError naming the file when unreadable
-}
-
 Tokenizer Tokenizer::from_bytes(const std::string& bytes, const std::string& path) {
   auto m = std::make_shared<Model>();
   m->path = path;
@@ -608,6 +604,14 @@ struct CandidateOrder {
 }  // namespace
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+  if (bpe_) {
+    std::vector<int32_t> ids = bpe_->encode(text, false);
+    if (add_bos) {
+      if (bpe_->bos_id() < 0) throw InputError(path() + ": add_bos asked for, but the tokenizer has no BOS token");
+      ids.insert(ids.begin(), bpe_->bos_id());
+    }
+    return ids;
+  }
   const Model& m = *m_;
   std::vector<int32_t> ids;
   if (add_bos) {
@@ -726,6 +730,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
 // Decoder (sentencepiece's SentencePieceProcessor::Decode, as 0.1.97 behaves).
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (bpe_) return bpe_->decode(ids, /*skip_special_tokens=*/true);
   const Model& m = *m_;
   // The dummy prefix the encoder added shows up as a leading ▁ on the first piece; sentencepiece removes it
   // while nothing has been output yet. With remove_extra_whitespaces every such leading ▁ goes (the encoder
@@ -762,6 +767,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 }
 
 std::string Tokenizer::token_text(int32_t prev, int32_t id) const {
+  if (bpe_) return bpe_->token_bytes(id);  // byte-level BPE spells spaces itself: nothing to strip after BOS
   check_id(id);
   const Model::Piece& p = m_->pieces[size_t(id)];
   if (p.type == PieceType::kControl) return "";
@@ -783,27 +789,36 @@ void Tokenizer::check_id(int32_t id) const {
 }
 
 const std::string& Tokenizer::piece(int32_t id) const {
+  if (bpe_) return bpe_->token(id);
   check_id(id);
   return m_->pieces[size_t(id)].text;
 }
 
 float Tokenizer::score(int32_t id) const {
+  if (bpe_) {
+    bpe_->token(id);  // InputError on a bad id
+    return 0.0f;      // BPE ranks merges, not pieces
+  }
   check_id(id);
   return m_->pieces[size_t(id)].score;
 }
 
 Tokenizer::PieceType Tokenizer::piece_type(int32_t id) const {
+  if (bpe_) {
+    bpe_->token(id);  // InputError on a bad id
+    return bpe_->is_special(id) ? PieceType::kControl : PieceType::kNormal;
+  }
   check_id(id);
   return m_->pieces[size_t(id)].type;
 }
 
-int32_t Tokenizer::piece_to_id(std::string_view piece) const { return m_->piece_to_id(piece); }
-int32_t Tokenizer::vocab_size() const { return int32_t(m_->pieces.size()); }
-int32_t Tokenizer::bos_id() const { return m_->bos_id; }
-int32_t Tokenizer::eos_id() const { return m_->eos_id; }
-int32_t Tokenizer::unk_id() const { return m_->unk_id; }
-bool Tokenizer::byte_fallback() const { return m_->trainer.byte_fallback; }
-const std::string& Tokenizer::file_sha256() const { return m_->file_sha256; }
-const std::string& Tokenizer::path() const { return m_->path; }
+int32_t Tokenizer::piece_to_id(std::string_view piece) const { return bpe_ ? bpe_->token_to_id(piece) : m_->piece_to_id(piece); }
+int32_t Tokenizer::vocab_size() const { return bpe_ ? bpe_->vocab_size() : int32_t(m_->pieces.size()); }
+int32_t Tokenizer::bos_id() const { return bpe_ ? bpe_->bos_id() : m_->bos_id; }
+int32_t Tokenizer::eos_id() const { return bpe_ ? bpe_->eos_id() : m_->eos_id; }
+int32_t Tokenizer::unk_id() const { return bpe_ ? -1 : m_->unk_id; }
+bool Tokenizer::byte_fallback() const { return bpe_ ? false : m_->trainer.byte_fallback; }
+const std::string& Tokenizer::file_sha256() const { return bpe_ ? bpe_->file_sha256() : m_->file_sha256; }
+const std::string& Tokenizer::path() const { return bpe_ ? bpe_->path() : m_->path; }
 
 }  // namespace layerprune

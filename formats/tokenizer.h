@@ -1,3 +1,9 @@
+// The tokenizer callers use: either the Llama SentencePiece tokenizer below or a byte-level BPE
+// (formats/bpe_tokenizer.h, from a Hugging Face tokenizer.json), chosen by the file (load) or the model
+// directory (load_dir). With a BPE, encode/decode/token_text keep their meaning (BOS only when asked,
+// special tokens dropped by decode, token_text one token's bytes); score() is 0 and piece_type() kControl
+// for special tokens, kNormal otherwise.
+//
 // The Llama SentencePiece tokenizer, implemented natively: reads `tokenizer.model` (a protobuf ModelProto)
 // with a small wire-format reader and reproduces sentencepiece's BPE encode/decode token for token.
 //
@@ -21,6 +27,8 @@
 
 namespace layerprune {
 
+class BpeTokenizer;
+
 class Tokenizer {
  public:
   // SentencePiece's ModelProto.SentencePiece.Type values.
@@ -29,7 +37,15 @@ class Tokenizer {
   // Reads a SentencePiece ModelProto (tokenizer.model). Throws InputError naming the file on an unreadable,
   // truncated or corrupt file, on an inconsistent vocabulary (what sentencepiece's loader also refuses), or
   // on a model sentencepiece supports but this class does not (only BPE with the identity normalizer).
+  // A path ending in ".json" is read as a tokenizer.json (byte-level BPE), anything else as SentencePiece.
   static Tokenizer load(const std::string& path);
+  // A model directory: tokenizer.model when present (Llama-2 ships both; SentencePiece stays its tokenizer),
+  // else tokenizer.json; tokenizer_config.json, when present, gives add_bos_token and the BOS/EOS token
+  // strings. InputError when the directory has neither tokenizer file.
+  static Tokenizer load_dir(const std::string& dir);
+  // Wraps a byte-level BPE (e.g. one built from a GGUF's metadata); add_bos_default is whether its
+  // post-processor (or the GGUF's add_bos_token) adds BOS.
+  static Tokenizer from_bpe(const BpeTokenizer& bpe);
   // The same from the file's bytes; `name` stands for the file in error messages and path().
   static Tokenizer from_bytes(const std::string& bytes, const std::string& name);
 
@@ -64,12 +80,21 @@ class Tokenizer {
   const std::string& file_sha256() const;
   const std::string& path() const;
 
+  // Whether this model's prompts start with BOS: tokenizer_config.json's add_bos_token when load_dir read
+  // one; else, for a tokenizer.json, whether its post-processor adds BOS; else false (SentencePiece without
+  // a config, as before).
+  bool add_bos_default() const { return add_bos_default_; }
+  // The byte-level BPE inside, or nullptr for SentencePiece.
+  const BpeTokenizer* bpe() const { return bpe_.get(); }
+
  private:
   // The loaded model and its lookup tables, immutable after load() and shared by copies.
   struct Model;
   explicit Tokenizer(std::shared_ptr<const Model> m) : m_(std::move(m)) {}
   void check_id(int32_t id) const;  // InputError naming the model file for an id outside the vocabulary
-  std::shared_ptr<const Model> m_;
+  std::shared_ptr<const Model> m_;           // SentencePiece, or null
+  std::shared_ptr<const BpeTokenizer> bpe_;  // byte-level BPE, or null
+  bool add_bos_default_ = false;
 };
 
 }  // namespace layerprune
