@@ -268,7 +268,11 @@ struct GgufParser {
     if (width) {
       pos += count * width;
     } else if (elem == uint32_t(GgufValueType::STRING)) {
-      for (uint64_t i = 0; i < count; ++i) str(where + " element " + std::to_string(i), "string");
+      // (49k tokens, 49k merges: the message is built only on failure)
+      for (uint64_t i = 0; i < count; ++i) {
+        if (left() < 8 || le64(base + pos) > left() - 8) str(where + " element " + std::to_string(i), "string");
+        pos += 8 + size_t(le64(base + pos));
+      }
     } else {
       if (depth + 1 > kMaxGgufArrayDepth)
         fail(where, "arrays nested deeper than " + std::to_string(kMaxGgufArrayDepth) + " levels", at);
@@ -365,7 +369,9 @@ float bf16_to_float(uint16_t b) {
   return f;
 }
 
-void dequantize_f32(const uint8_t* src, int64_t n, float* dst) { std::memcpy(dst, src, size_t(n) * 4); }
+void dequantize_f32(const uint8_t* src, int64_t n, float* dst) {
+  if (n > 0) std::memcpy(dst, src, size_t(n) * 4);  // (memcpy's pointers must be non-null even for 0 bytes)
+}
 
 void dequantize_f16(const uint8_t* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(le16(src + 2 * i));

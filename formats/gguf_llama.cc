@@ -369,6 +369,12 @@ GgufImport convert_gguf(const std::string& gguf_path, const std::string& out_dir
       throw InputError(gguf_path + ": tensor " + in_quotes(t->name) + " does not belong to a " +
                        std::to_string(c.num_hidden_layers) + "-layer Llama");
 
+  // Types before the slow part, so that an unsupported one stops the conversion at once.
+  for (const GgufTensor& t : f.tensors())
+    if (!ggml_type_info(t.type)->dequantizable)
+      throw InputError(gguf_path + ": unsupported tensor type " + t.type_name() + " in tensor " + in_quotes(t.name) +
+                       " (convert --gguf dequantises F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+
   std::vector<std::vector<float>> data;
   std::vector<TensorToWrite> writes;
   data.reserve(layout.size());
