@@ -760,4 +760,52 @@ std::vector<float> GgufFile::dequantize(const GgufTensor& t) const {
   return out;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Tokenizer metadata
+// ------------------------------------------------------------------------------------------------
+
+GgufTokenizerMetadata read_gguf_tokenizer(const GgufFile& f) {
+  GgufTokenizerMetadata m;
+  m.model = f.get_string("tokenizer.ggml.model");
+  if (f.find("tokenizer.ggml.pre")) m.pre = f.get_string("tokenizer.ggml.pre");
+  m.tokens = f.get("tokenizer.ggml.tokens").as_strings();
+  const auto same_length = [&](const char* key, size_t n) {
+    if (n != m.tokens.size())
+      throw InputError(f.path() + ": key " + in_quotes(key) + " has " + std::to_string(n) + " entries for " +
+                       std::to_string(m.tokens.size()) + " tokens");
+  };
+  if (f.find("tokenizer.ggml.token_type")) {
+    m.token_types = f.get("tokenizer.ggml.token_type").as_ints();
+    same_length("tokenizer.ggml.token_type", m.token_types.size());
+  }
+  if (f.find("tokenizer.ggml.scores")) {
+    m.scores = f.get("tokenizer.ggml.scores").as_floats();
+    same_length("tokenizer.ggml.scores", m.scores.size());
+  }
+  if (f.find("tokenizer.ggml.merges")) m.merges = f.get("tokenizer.ggml.merges").as_strings();
+  const std::pair<const char*, std::optional<int64_t>*> ids[] = {
+      {"tokenizer.ggml.bos_token_id", &m.bos_token_id},
+      {"tokenizer.ggml.eos_token_id", &m.eos_token_id},
+      {"tokenizer.ggml.unknown_token_id", &m.unknown_token_id},
+      {"tokenizer.ggml.padding_token_id", &m.padding_token_id},
+  };
+  for (const auto& [key, out] : ids) {
+    if (!f.find(key)) continue;
+    const int64_t id = f.get_int(key);
+    if (id < 0 || uint64_t(id) >= m.tokens.size())
+      throw InputError(f.path() + ": key " + in_quotes(key) + ": token id " + std::to_string(id) +
+                       " is outside the vocabulary of " + std::to_string(m.tokens.size()) + " tokens");
+    *out = id;
+  }
+  const std::pair<const char*, std::optional<bool>*> flags[] = {
+      {"tokenizer.ggml.add_bos_token", &m.add_bos_token},
+      {"tokenizer.ggml.add_eos_token", &m.add_eos_token},
+      {"tokenizer.ggml.add_space_prefix", &m.add_space_prefix},
+  };
+  for (const auto& [key, out] : flags)
+    if (f.find(key)) *out = f.get_bool(key);
+  if (f.find("tokenizer.chat_template")) m.chat_template = f.get_string("tokenizer.chat_template");
+  return m;
+}
+
 }  // namespace layerprune

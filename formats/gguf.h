@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -200,5 +201,26 @@ class GgufFile {
   std::vector<GgufTensor> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
 };
+
+// ------------------------------------------------------------------------------------------------
+// The tokenizer in the metadata (tokenizer.ggml.*, the keys llama.cpp's vocabulary loader reads)
+// ------------------------------------------------------------------------------------------------
+
+struct GgufTokenizerMetadata {
+  std::string model;               // tokenizer.ggml.model: "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
+  std::string pre;                 // tokenizer.ggml.pre: the pre-tokenizer's name ("" when absent)
+  std::vector<std::string> tokens;  // tokenizer.ggml.tokens, by id
+  std::vector<int64_t> token_types;  // tokenizer.ggml.token_type (1 normal, 2 unknown, 3 control,
+                                      // 4 user-defined, 5 unused, 6 byte); empty when absent
+  std::vector<std::string> merges;  // tokenizer.ggml.merges ("a b"), empty when absent
+  std::vector<float> scores;        // tokenizer.ggml.scores, empty when absent
+  std::optional<int64_t> bos_token_id, eos_token_id, unknown_token_id, padding_token_id;
+  std::optional<bool> add_bos_token, add_eos_token, add_space_prefix;
+  std::string chat_template;  // tokenizer.chat_template ("" when absent)
+};
+// Reads the keys above with their types checked (an InputError naming the file and the key for a wrong
+// type), token_type and scores of the same length as tokens, and every token id inside the vocabulary.
+// tokenizer.ggml.model and tokenizer.ggml.tokens are required.
+GgufTokenizerMetadata read_gguf_tokenizer(const GgufFile& file);
 
 }  // namespace layerprune

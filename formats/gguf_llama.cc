@@ -203,23 +203,18 @@ std::string json_string(const std::string& s, const std::string& path, const std
 
 HfTokenizerFiles gguf_hf_tokenizer(const GgufFile& f, const LlamaConfig& c) {
   const std::string& path = f.path();
-  const std::string model = f.get_string("tokenizer.ggml.model");
-  if (model != "gpt2")
-    throw InputError(path + ": key 'tokenizer.ggml.model': '" + model +
+  const GgufTokenizerMetadata meta = read_gguf_tokenizer(f);
+  if (meta.model != "gpt2")
+    throw InputError(path + ": key 'tokenizer.ggml.model': '" + meta.model +
                      "' is not supported; only byte-level BPE vocabularies ('gpt2') are converted");
-  const std::string pre = f.find("tokenizer.ggml.pre") ? f.get_string("tokenizer.ggml.pre") : "default";
-  const json pre_tokenizer = pre_tokenizer_for(pre, path);
-
-  const std::vector<std::string> tokens = f.get("tokenizer.ggml.tokens").as_strings();
-  std::vector<int64_t> types(tokens.size(), kNormal);
-  if (f.find("tokenizer.ggml.token_type")) {
-    types = f.get("tokenizer.ggml.token_type").as_ints();
-    if (types.size() != tokens.size())
-      throw InputError(path + ": key 'tokenizer.ggml.token_type' has " + std::to_string(types.size()) +
-                       " entries for " + std::to_string(tokens.size()) + " tokens");
-  }
-  const std::vector<std::string> merges =
-      f.find("tokenizer.ggml.merges") ? f.get("tokenizer.ggml.merges").as_strings() : std::vector<std::string>{};
+  if (meta.pre.empty())
+    throw InputError(path + ": key 'tokenizer.ggml.pre' is missing: the pre-tokenizer tokenizer.json needs is not "
+                            "known (supported: smollm, gpt-2)");
+  const json pre_tokenizer = pre_tokenizer_for(meta.pre, path);
+  const std::vector<std::string>& tokens = meta.tokens;
+  const std::vector<std::string>& merges = meta.merges;
+  std::vector<int64_t> types = meta.token_types;
+  if (types.empty()) types.assign(tokens.size(), kNormal);
 
   // The vocab in id order, written by hand: an ordered JSON object of 50k keys is quadratic to build.
   std::unordered_map<std::string, size_t> seen;
@@ -252,11 +247,13 @@ HfTokenizerFiles gguf_hf_tokenizer(const GgufFile& f, const LlamaConfig& c) {
       added.push_back({{"id", id}, {"content", tokens[id]}, {"single_word", false}, {"lstrip", false},
                        {"rstrip", false}, {"normalized", false}, {"special", types[id] == kControl}});
 
-  const bool add_bos = f.find("tokenizer.ggml.add_bos_token") ? f.get_bool("tokenizer.ggml.add_bos_token") : false;
-  const bool add_eos = f.find("tokenizer.ggml.add_eos_token") ? f.get_bool("tokenizer.ggml.add_eos_token") : false;
-  if (f.find("tokenizer.ggml.add_space_prefix") && f.get_bool("tokenizer.ggml.add_space_prefix"))
+  const bool add_bos = meta.add_bos_token.value_or(false), add_eos = meta.add_eos_token.value_or(false);
+  if (meta.add_space_prefix.value_or(false))
     throw InputError(path + ": key 'tokenizer.ggml.add_space_prefix' is true; a byte-level BPE tokenizer with a "
                             "space prefix is not supported");
+  if (c.vocab_size != int64_t(tokens.size()))
+    throw InputError(path + ": the config's vocab_size " + std::to_string(c.vocab_size) + " differs from the " +
+                     std::to_string(tokens.size()) + " tokens of tokenizer.ggml.tokens");
   const std::string bos = tokens.at(size_t(c.bos_token_id)), eos = tokens.at(size_t(c.eos_token_id));
 
   // BOS/EOS added by the post-processor when the metadata asks for it; otherwise ByteLevel's, as SmolLM2's
@@ -315,18 +312,12 @@ HfTokenizerFiles gguf_hf_tokenizer(const GgufFile& f, const LlamaConfig& c) {
   config["add_eos_token"] = add_eos;
   config["bos_token"] = bos;
   config["eos_token"] = eos;
-  if (f.find("tokenizer.ggml.padding_token_id")) {
-    const int64_t pad = f.get_int("tokenizer.ggml.padding_token_id");
-    if (pad >= 0 && pad < int64_t(tokens.size())) config["pad_token"] = tokens[size_t(pad)];
-  }
-  if (f.find("tokenizer.ggml.unknown_token_id")) {
-    const int64_t unk = f.get_int("tokenizer.ggml.unknown_token_id");
-    if (unk >= 0 && unk < int64_t(tokens.size())) config["unk_token"] = tokens[size_t(unk)];
-  }
+  if (meta.padding_token_id) config["pad_token"] = tokens[size_t(*meta.padding_token_id)];
+  if (meta.unknown_token_id) config["unk_token"] = tokens[size_t(*meta.unknown_token_id)];
   config["clean_up_tokenization_spaces"] = false;
   config["model_max_length"] = c.max_position_embeddings;
   config["tokenizer_class"] = "GPT2Tokenizer";
-  if (f.find("tokenizer.chat_template")) config["chat_template"] = f.get_string("tokenizer.chat_template");
+  if (!meta.chat_template.empty()) config["chat_template"] = meta.chat_template;
   return {text, config.dump(2) + "\n"};
 }
 

@@ -682,6 +682,33 @@ TEST(GgufLlama, RefusesUnknownPreTokenizer) {
   EXPECT_CONTAINS(input_error([&] { gguf_hf_tokenizer(*f, c); }), "'tokenizer.ggml.pre': 'deeps2' is not supported");
 }
 
+TEST(GgufLlama, TokenizerMetadataTypesChecked) {
+  TempDir dir;
+  auto error_for = [&](const Builder& b) {
+    write_bytes(dir.file("m.gguf"), b.b);
+    auto f = GgufFile::open(dir.file("m.gguf"));
+    return input_error([&] { read_gguf_tokenizer(*f); });
+  };
+  std::string e = error_for(tiny_llama({{"tokenizer.ggml.bos_token_id", "1"}}));
+  EXPECT_CONTAINS(e, "'tokenizer.ggml.bos_token_id': expected an integer, found string");
+  EXPECT_CONTAINS(error_for(tiny_llama({{"tokenizer.ggml.add_bos_token", "true"}})), "expected a bool, found string");
+  EXPECT_CONTAINS(error_for(tiny_llama({{"tokenizer.ggml.scores", "x"}})), "expected an array of float32");
+  EXPECT_CONTAINS(error_for(tiny_llama({{"tokenizer.ggml.merges", "a b"}})), "expected an array of string");
+
+  // An eos id one past the 32-token vocabulary: the key is spliced in before the tensor infos (the key count
+  // at byte 16 goes from 10 to 11), and zeros appended so the shifted data section still holds every tensor.
+  Builder out_of_range = tiny_llama();
+  out_of_range.b[16] = 11;
+  const std::string first_tensor = "token_embd.weight";
+  const long infos = long(std::search(out_of_range.b.begin(), out_of_range.b.end(), first_tensor.begin(),
+                                      first_tensor.end()) - out_of_range.b.begin()) - 8;
+  Builder key;
+  key.kv_u32("tokenizer.ggml.eos_token_id", 32);
+  out_of_range.b.insert(out_of_range.b.begin() + infos, key.b.begin(), key.b.end());
+  out_of_range.zeros(64);
+  EXPECT_CONTAINS(error_for(out_of_range), "'tokenizer.ggml.eos_token_id': token id 32 is outside the vocabulary of 32 tokens");
+}
+
 // ------------------------------------------------------------------------------------------------
 // The real model: SmolLM2-135M-Instruct, Q4_1
 // ------------------------------------------------------------------------------------------------
@@ -728,6 +755,22 @@ TEST(GgufSmolLM2, ConfigAndTensorsEqualGgufPy) {
   EXPECT_EQ(f->get_string("tokenizer.ggml.model"), "gpt2");
   EXPECT_EQ(f->get("tokenizer.ggml.merges").size(), 48900u);
   EXPECT_FALSE(f->get_bool("tokenizer.ggml.add_bos_token"));
+  const GgufTokenizerMetadata tok = read_gguf_tokenizer(*f);
+  EXPECT_EQ(tok.model, "gpt2");
+  EXPECT_EQ(tok.pre, "smollm");
+  EXPECT_EQ(tok.tokens.size(), 49152u);
+  EXPECT_EQ(tok.tokens[1], "<|im_start|>");
+  EXPECT_EQ(tok.token_types.size(), 49152u);
+  EXPECT_EQ(tok.token_types[0], 3);  // control
+  EXPECT_EQ(tok.merges.size(), 48900u);
+  EXPECT_TRUE(tok.scores.empty());
+  EXPECT_EQ(tok.bos_token_id, 1);
+  EXPECT_EQ(tok.eos_token_id, 2);
+  EXPECT_EQ(tok.padding_token_id, 2);
+  EXPECT_EQ(tok.add_bos_token, false);
+  EXPECT_EQ(tok.add_space_prefix, false);
+  EXPECT_EQ(tok.add_eos_token, std::nullopt);
+  EXPECT_NE(tok.chat_template.find("<|im_start|>"), std::string::npos);
   int q8 = 0, q41 = 0, f32 = 0;
   for (const GgufTensor& t : f->tensors()) {
     q8 += t.type == uint32_t(GgmlType::Q8_0);
