@@ -9,7 +9,10 @@ Writes, beside this script:
   gguf_tiny.json      what gguf.GGUFReader reads back from it (keys, types, values; tensors, dequantised).
   gguf_smollm2.json   with the SmolLM2 GGUF from the data directory: its config keys, tensor count, and for a
                       few tensors (token_embd Q8_0, blk.0 attn_q/attn_k Q4_1 after the inverse RoPE permutation,
-                      blk.29.ffn_down, norms) sums, sums of squares and selected values in Hugging Face layout.
+                      blk.29.ffn_down, norms) sums, sums of squares and selected values in Hugging Face layout;
+                      and transformers' logits of the GGUF model on a chat prompt (top 5 per position, 16
+                      fixed ids, sums), which test_llama compares with the project's model on the converted
+                      directory.
                       The inverse permutation is checked here against transformers' own GGUF loader, which
                       dequantises the file independently (from_pretrained(..., gguf_file=...)).
 
@@ -219,6 +222,30 @@ def check_against_transformers(gguf_path, hf):
         diff = np.abs(ours - theirs).max()
         assert diff == 0.0, (g, diff)
     print("transformers' GGUF loader agrees exactly on", len(pairs), "tensors (q/k permutation included)")
+    return model
+
+
+# A prompt in SmolLM2's chat format, as token ids from transformers' GGUF tokenizer.
+PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def logits_golden(gguf_path, model):
+    """transformers' forward pass of the GGUF model (float32) on PROMPT: per position the top 5 (id, logit), the
+    logits of 16 fixed ids, and the sum and sum of squares over the vocabulary."""
+    import torch
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
+    ids = tok(PROMPT, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    probe = [0, 1, 2, 17, 100, 1000, 4000, 9000, 12345, 20000, 30000, 40000, 45000, 49000, 49150, 49151]
+    positions = []
+    for t in range(len(ids)):
+        top = torch.topk(logits[t], 5)
+        positions.append({"top_ids": top.indices.tolist(), "top_logits": top.values.tolist(),
+                          "probe_logits": logits[t, probe].tolist(), "sum": logits[t].sum().item(),
+                          "sum_squares": (logits[t] ** 2).sum().item()})
+    return {"prompt": PROMPT, "ids": ids, "probe_ids": probe, "positions": positions}
 
 
 def main():
@@ -235,7 +262,8 @@ def main():
     golden, hf = smollm2_golden(smol)
     import hashlib
     golden["file_sha256"] = hashlib.sha256(open(smol, "rb").read()).hexdigest()
-    check_against_transformers(smol, hf)
+    model = check_against_transformers(smol, hf)
+    golden["logits"] = logits_golden(smol, model)
     with open(os.path.join(HERE, "gguf_smollm2.json"), "w") as f:
         json.dump(golden, f, indent=1)
         f.write("\n")
