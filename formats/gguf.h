@@ -148,9 +148,8 @@ struct GgufTensor {
   std::string type_name() const { return ggml_type_name(type); }
 };
 
-// Refuses files with more than this many tensors or metadata keys, whatever their size (a real model has
-// hundreds of tensors and tens of keys; llama.cpp itself caps nothing, but its tensor count is bounded by
-// its memory).
+// Refuses files with more tensors than this, whatever their size (a real model has hundreds to a few
+// thousand; llama.cpp checks the count only for overflow). Key counts are bounded by the file's size.
 constexpr uint64_t kMaxGgufTensors = 1'000'000;
 // Nested arrays deeper than this are refused (a recursion bound; real files nest at most once).
 constexpr int kMaxGgufArrayDepth = 8;
