@@ -35,7 +35,7 @@ const Command kCommands[] = {
     {"results", "metrics of every finished grid point (table, CSV, JSON)", layerprune::cli::results, false},
     {"curves", "accuracy and loss against the fraction pruned per strategy x healing (table + SVG)",
      layerprune::cli::curves, false},
-    {"convert", "turn a llama2.c checkpoint + tokenizer into a Hugging Face-layout model directory",
+    {"convert", "turn a llama2.c checkpoint + tokenizer, or a llama.cpp GGUF Llama, into a Hugging Face-layout model directory",
      layerprune::cli::convert, false},
     {"distances", "angular distance between layer inputs (paper Eq. 7), l*(n) per block size, heatmap SVG",
      layerprune::cli::distances, true},

@@ -21,6 +21,7 @@
 #include "model/make_model.h"
 #include "experiment/pruning.h"
 #include "model/runtime.h"
+#include "formats/gguf_llama.h"
 #include "formats/tokenizer.h"
 
 namespace layerprune::cli {
@@ -28,26 +29,49 @@ namespace layerprune::cli {
 using nlohmann::json;
 
 int convert(int argc, char** argv) {
-  ArgParser p("convert", "Convert a llama2.c checkpoint (legacy version-0 format) and its SentencePiece tokenizer\n"
-                         "into a Hugging Face-layout directory: config.json, model.safetensors (HF tensor names,\n"
-                         "q/k rows permuted for rotate-half RoPE), tokenizer.model.");
-  p.option("llama2c", "llama2.c checkpoint (.bin)")
-      .option("tokenizer", "SentencePiece tokenizer.model the checkpoint was trained with")
+  ArgParser p("convert", "Convert a checkpoint into a Hugging Face-layout directory, one of:\n"
+                         "  --llama2c F.bin --tokenizer T.model: a llama2.c checkpoint (legacy version-0 format) and\n"
+                         "    its SentencePiece tokenizer -> config.json, model.safetensors (HF tensor names, q/k rows\n"
+                         "    permuted for rotate-half RoPE), tokenizer.model;\n"
+                         "  --gguf F.gguf: a llama.cpp GGUF Llama (v2/v3; F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,\n"
+                         "    Q4_K, Q5_K, Q6_K) -> config.json, model.safetensors (dequantised to float32, q/k rows\n"
+                         "    un-permuted), tokenizer.json and tokenizer_config.json from its byte-level BPE vocabulary.");
+  p.option("llama2c", "llama2.c checkpoint (.bin)", "")
+      .option("tokenizer", "SentencePiece tokenizer.model the llama2.c checkpoint was trained with", "")
+      .option("gguf", "llama.cpp GGUF file of a Llama model", "")
       .option("out", "output directory")
       .flag("json", "print one JSON document on stdout");
   if (!p.parse(argc, argv)) return 0;
-  Llama2cImport r = convert_llama2c(p.get("llama2c"), p.get("tokenizer"), p.get("out"));
-  const auto& c = r.config;
+  const bool gguf = !p.get("gguf").empty(), llama2c = !p.get("llama2c").empty();
+  if (gguf == llama2c) throw UsageError("convert: give exactly one of --llama2c and --gguf");
+  if (gguf && !p.get("tokenizer").empty())
+    throw UsageError("convert: --tokenizer goes with --llama2c (a GGUF file carries its own tokenizer)");
+  if (llama2c && p.get("tokenizer").empty()) throw UsageError("convert: --llama2c needs --tokenizer T.model");
+
+  LlamaConfig c;
+  int64_t parameters = 0;
+  bool shared_classifier = false;
+  if (gguf) {
+    const GgufImport r = convert_gguf(p.get("gguf"), p.get("out"));
+    c = r.config;
+    parameters = r.parameters;
+    shared_classifier = c.tie_word_embeddings;
+  } else {
+    const Llama2cImport r = convert_llama2c(p.get("llama2c"), p.get("tokenizer"), p.get("out"));
+    c = r.config;
+    parameters = r.parameters;
+    shared_classifier = r.shared_classifier;
+  }
   if (p.flag_set("json")) {
-    std::cout << json{{"out", p.get("out")}, {"parameters", r.parameters}, {"layers", c.num_hidden_layers},
+    std::cout << json{{"out", p.get("out")}, {"parameters", parameters}, {"layers", c.num_hidden_layers},
                       {"hidden_size", c.hidden_size}, {"vocab_size", c.vocab_size},
-                      {"shared_classifier", r.shared_classifier}}.dump()
+                      {"shared_classifier", shared_classifier}}.dump()
               << std::endl;
   } else {
     std::printf("wrote %s: %lld parameters, %lld layers, dim %lld, %lld heads (%lld kv), vocab %lld, context %lld, %s classifier\n",
-                p.get("out").c_str(), (long long)r.parameters, (long long)c.num_hidden_layers, (long long)c.hidden_size,
+                p.get("out").c_str(), (long long)parameters, (long long)c.num_hidden_layers, (long long)c.hidden_size,
                 (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.vocab_size,
-                (long long)c.max_position_embeddings, r.shared_classifier ? "shared" : "separate");
+                (long long)c.max_position_embeddings, shared_classifier ? "shared" : "separate");
   }
   return 0;
 }

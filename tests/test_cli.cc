@@ -90,6 +90,25 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   EXPECT_GT(lpj.at("mean_nll").get<double>(), lj.at("mean_nll").get<double>() + 0.5);
 }
 
+// convert --gguf on the real GGUF (the formats are tested in test_gguf; this is the command around them).
+TEST(Cli, ConvertGgufSmolLM2) {
+  LP_REQUIRE_DATA(gguf, "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+  testing::TempDir d;
+  const std::string model = d.path() + "/smollm2";
+  CliRun c = run("convert --gguf " + gguf + " --out " + model + " --json");
+  ASSERT_EQ(c.status, 0) << c.out;
+  auto j = nlohmann::json::parse(c.out);
+  EXPECT_EQ(j.at("parameters"), 134515008);
+  EXPECT_EQ(j.at("layers"), 30);
+  EXPECT_EQ(j.at("shared_classifier"), true);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    EXPECT_TRUE(std::filesystem::exists(model + "/" + f)) << f;
+  EXPECT_EQ(run("convert --gguf " + gguf + " --llama2c x.bin --out " + model).status, 2);
+  CliRun bad = run("convert --gguf " + d.path() + "/smollm2/config.json --out " + d.path() + "/x --json");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.out.find("not a GGUF file"), std::string::npos) << bad.out;
+}
+
 // distances -> cache -> prune -> sweep, as a user runs them on stories260K.
 TEST(Cli, DistancesPruneSweepOnStories260K) {
   LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/progress.h"
 #include "common/text_file.h"
 #include "tests/model_fixtures.h"
 #include "tests/llama_shapes.h"
@@ -18,6 +19,7 @@
 #include "model/llama2c.h"
 #include "model/loss.h"
 #include "model/make_model.h"
+#include "formats/gguf_llama.h"
 #include "formats/safetensors.h"
 #include "model/tensor_io.h"
 #include "formats/tokenizer.h"
@@ -214,6 +216,40 @@ TEST(Llama, RandomModelsEqualPyTorchReference) {
         EXPECT_LT((r.hidden[l][b].narrow(0, 0, T).to(at::kFloat) - want_hidden[l][b].narrow(0, 0, T)).abs().max().item<float>(), 1e-4)
             << name << " hidden " << l;
     }
+  }
+}
+
+// A real trained model end to end: SmolLM2-135M's GGUF (Q4_1) converted by convert_gguf, run by our forward
+// pass, against transformers running the GGUF itself (tests/golden/make_gguf_golden.py: top 5 logits per
+// position, 16 fixed ids, sums over the vocabulary). Both are float32 on the same dequantised weights, so the
+// difference is summation order through 30 layers: 1e-3 absolute on logits of magnitude ~30.
+TEST(Llama, SmolLM2FromGgufEqualsTransformers) {
+  LP_REQUIRE_DATA(gguf, "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+  const nlohmann::json golden =
+      nlohmann::json::parse(read_file(testing::source_file("tests/golden/gguf_smollm2.json")))["logits"];
+  TempDir d;
+  Progress::set_quiet(true);
+  convert_gguf(gguf, d.path());
+  Progress::set_quiet(false);
+  LlamaModel m = LlamaModel::load(d.path());
+  const std::vector<int64_t> ids = golden["ids"];
+  const std::vector<int64_t> probe = golden["probe_ids"];
+  at::Tensor logits = m.forward(ids_tensor(ids)).logits[0].to(at::kDouble);  // [T, V]
+  ASSERT_EQ(logits.size(0), int64_t(ids.size()));
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const auto& want = golden["positions"][t];
+    at::Tensor row = logits[int64_t(t)];
+    const std::vector<int64_t> top_ids = want["top_ids"];
+    const std::vector<double> top_logits = want["top_logits"];
+    EXPECT_EQ(row.argmax().item<int64_t>(), top_ids[0]) << "position " << t;
+    for (size_t k = 0; k < top_ids.size(); ++k)
+      EXPECT_NEAR(row[top_ids[k]].item<double>(), top_logits[k], 1e-3) << "position " << t << " top " << k;
+    const std::vector<double> probe_logits = want["probe_logits"];
+    for (size_t k = 0; k < probe.size(); ++k)
+      EXPECT_NEAR(row[probe[k]].item<double>(), probe_logits[k], 1e-3) << "position " << t << " id " << probe[k];
+    const double sum = want["sum"], sum_squares = want["sum_squares"];
+    EXPECT_NEAR(row.sum().item<double>(), sum, 1e-6 * sum_squares) << "position " << t;
+    EXPECT_NEAR((row * row).sum().item<double>(), sum_squares, 1e-5 * sum_squares) << "position " << t;
   }
 }
 
