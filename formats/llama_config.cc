@@ -191,10 +191,10 @@ void reject_unsupported_options(const Fields& f, const LlamaConfig& c) {
   f.optional_string("hidden_act", &act);
   if (act != "silu") f.fail("hidden_act", "'" + act + "' is not supported (these families use 'silu')");
   bool on = false;
-  f.optional_bool("attention_bias", &on);
-  if (on)
-    f.fail("attention_bias", "= true is not supported (it adds biases to q, k, v and o_proj; only Qwen2's "
-                             "q/k/v biases are implemented)");
+  if (c.model_type != "llama") {  // only LlamaConfig has the flag; Qwen2's biases are fixed, Mistral has none
+    f.optional_bool("attention_bias", &on);
+    if (on) f.fail("attention_bias", "= true is not supported for " + c.model_type + " (only llama has the option)");
+  }
   on = false;
   f.optional_bool("mlp_bias", &on);
   if (on) f.fail("mlp_bias", "= true is not supported (the MLP projections have no bias here)");
@@ -244,6 +244,7 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   LlamaConfig c;
   c.model_type = family.model_type;
   c.architecture = family.architecture;
+  if (c.model_type == "llama") f.optional_bool("attention_bias", &c.attention_bias);
   f.required_int("hidden_size", &c.hidden_size);
   f.required_int("intermediate_size", &c.intermediate_size);
   f.required_int("num_hidden_layers", &c.num_hidden_layers);
@@ -272,7 +273,7 @@ std::string LlamaConfig::to_json() const {
   // Field order as transformers writes it (alphabetical), so a diff against an HF config is readable.
   nlohmann::ordered_json j;
   j["architectures"] = {architecture};
-  if (model_type == "llama") j["attention_bias"] = false;
+  if (model_type == "llama") j["attention_bias"] = attention_bias;
   j["bos_token_id"] = bos_token_id;
   j["eos_token_id"] = eos_token_id;
   j["hidden_act"] = "silu";
@@ -387,6 +388,7 @@ void LlamaConfig::validate(const std::string& source_name) const {
   }
   if (sliding_window < 0) fail("sliding_window must be positive or null, got " + std::to_string(sliding_window));
   if (sliding_window > 0 && model_type != "mistral") fail("sliding_window is only supported for mistral");
+  if (attention_bias && model_type != "llama") fail("attention_bias is only an option of llama");
 }
 
 bool operator==(const LlamaConfig& a, const LlamaConfig& b) {
@@ -400,7 +402,7 @@ bool operator==(const LlamaConfig& a, const LlamaConfig& b) {
          a.rope_factor == b.rope_factor && a.rope_low_freq_factor == b.rope_low_freq_factor &&
          a.rope_high_freq_factor == b.rope_high_freq_factor &&
          a.rope_original_max_position_embeddings == b.rope_original_max_position_embeddings &&
-         a.sliding_window == b.sliding_window;
+         a.sliding_window == b.sliding_window && a.attention_bias == b.attention_bias;
 }
 
 HeadSplit split_heads(const LlamaConfig& c, int tp) {

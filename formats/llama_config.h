@@ -3,7 +3,7 @@
 // RoPE scaling (Llama 3.x: "llama3"; "linear"), Mistral's sliding-window attention and Qwen2's q/k/v
 // biases. Fields and defaults follow transformers' LlamaConfig, MistralConfig and Qwen2Config, as 4.x
 // writes them (top-level rope_theta, rope_scaling) and as 5.x does (rope_parameters). Options the model
-// does not implement (other RoPE types, o_proj/MLP biases, activations other than SiLU, a head_dim other
+// does not implement (other RoPE types, MLP biases, activations other than SiLU, a head_dim other
 // than hidden/heads, Qwen2's sliding window) are rejected naming the field, never silently ignored, so
 // that a config we cannot run faithfully never loads.
 #pragma once
@@ -30,11 +30,15 @@ struct LlamaConfig {
   int64_t rope_original_max_position_embeddings = 0;
   // Mistral: a query at position p sees keys at positions p - sliding_window < j <= p; 0 = no window.
   int64_t sliding_window = 0;
+  // Llama's attention_bias: biases on q_proj, k_proj, v_proj and o_proj (LlamaAttention's bias= flag).
+  bool attention_bias = false;
 
   int64_t head_dim() const;  // hidden_size / num_attention_heads
   int64_t kv_dim() const;    // num_key_value_heads * head_dim()
-  // Biases on q_proj, k_proj and v_proj: Qwen2Attention always has them (o_proj has none); no other family.
-  bool qkv_bias() const { return model_type == "qwen2"; }
+  // Biases on q_proj, k_proj and v_proj: Qwen2Attention always has them (its o_proj none); a Llama with
+  // attention_bias has them and one on o_proj too; Mistral has none.
+  bool qkv_bias() const { return model_type == "qwen2" || attention_bias; }
+  bool o_bias() const { return attention_bias; }
 
   // RoPE's inverse frequencies w_i, i < head_dim/2, with the config's scaling applied: theta^(-2i/hd), then
   // transformers' _compute_llama3_parameters or _compute_linear_scaling_rope_parameters. Both forward

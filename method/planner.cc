@@ -102,8 +102,9 @@ MemoryPlan plan_memory(const LlamaConfig& c, const PlanOptions& o) {
   // Parameters. One layer: q, o D x D; k, v D x KV*hd; gate, up, down D x F; two norms of D.
   const int64_t layer_linear = 2 * D * D + 2 * D * KV * hd + 3 * D * F;
   const int64_t head = c.tie_word_embeddings ? 0 : V * D;
-  // Qwen2: q/k/v biases, one per output feature of those projections.
-  const int64_t layer_bias = c.qkv_bias() ? (H + 2 * KV) * hd : 0;
+  // Qwen2 (and Llama with attention_bias): q/k/v biases, one per output feature of those projections;
+  // Llama's attention_bias adds o_proj's, D.
+  const int64_t layer_bias = (c.qkv_bias() ? (H + 2 * KV) * hd : 0) + (c.o_bias() ? D : 0);
   p.model_params = L * (layer_linear + layer_bias + 2 * D) + V * D + head + D;
   p.kept_model_params = Lk * (layer_linear + layer_bias + 2 * D) + V * D + head + D;
   const int64_t rank_layer_linear = 2 * D * p.heads_per_rank * hd      // q rows, o columns of its heads
@@ -112,7 +113,8 @@ MemoryPlan plan_memory(const LlamaConfig& c, const PlanOptions& o) {
   p.rank_linear_params = Lk * rank_layer_linear;
   p.rank_norm_params = Lk * 2 * D + D;
   // A bias is split with its projection's rows: the rank's query heads and (own or replicated) KV heads.
-  p.rank_bias_params = c.qkv_bias() ? Lk * (p.heads_per_rank + 2 * p.kv_heads_per_rank) * hd : 0;
+  // o_proj's bias is added once, after the all-reduce: replicated.
+  p.rank_bias_params = Lk * ((c.qkv_bias() ? (p.heads_per_rank + 2 * p.kv_heads_per_rank) * hd : 0) + (c.o_bias() ? D : 0));
   p.rank_embedding_params = V * D;
   p.rank_lm_head_params = c.tie_word_embeddings ? 0 : p.vocab_per_rank * D;
 
@@ -167,7 +169,7 @@ std::vector<PlanLine> plan_lines(const MemoryPlan& p) {
       {"lm_head", p.tied_embeddings ? "LM head (tied: the embedding)" : "LM head (vocab-parallel)", p.lm_head_bytes},
       {"norms", "norms (replicated)", p.norm_bytes},
   };
-  if (p.rank_bias_params > 0) lines.push_back({"biases", "q/k/v biases (split with their rows)", p.bias_bytes});
+  if (p.rank_bias_params > 0) lines.push_back({"biases", "attention biases (q/k/v split)", p.bias_bytes});
   std::vector<PlanLine> rest = {
       {"weights", "= weights", p.weight_bytes},
       {"kv_cache", "KV cache", p.kv_cache_bytes},

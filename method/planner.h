@@ -43,7 +43,7 @@ struct MemoryPlan {
   // Parameters on one rank.
   int64_t rank_linear_params = 0;     // q, k, v, o, gate, up, down of the kept layers
   int64_t rank_norm_params = 0;       // two RMSNorm vectors per kept layer + the final norm (replicated)
-  int64_t rank_bias_params = 0;       // Qwen2's q/k/v biases of the rank's heads, per kept layer
+  int64_t rank_bias_params = 0;       // q/k/v biases of the rank's heads (+ o_proj's, replicated), per kept layer
   int64_t rank_embedding_params = 0;  // V x D, replicated
   int64_t rank_lm_head_params = 0;    // ceil(V / tp) x D (0 when tied: the head is the embedding)
   int64_t rank_lora_params = 0;       // healing only

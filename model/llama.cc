@@ -93,6 +93,7 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
       l.bk = get(p + "self_attn.k_proj.bias");
       l.bv = get(p + "self_attn.v_proj.bias");
     }
+    if (config.o_bias()) l.bo = get(p + "self_attn.o_proj.bias");
     l.wo = get(p + "self_attn.o_proj.weight");
     l.ffn_norm = get(p + "post_attention_layernorm.weight");
     l.w_gate = get(p + "mlp.gate_proj.weight");
@@ -194,6 +195,7 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
   at::Tensor update = at::linear(out, w.wo);
   if (tp_) tp_->reduce(update);  // row-parallel o_proj: sum the ranks' partial products
+  if (w.bo.defined()) update += w.bo;  // after the sum: once, not once per rank
   return update;
 }
 

@@ -1,7 +1,7 @@
 // The Llama decoder (Touvron et al. 2023; Hugging Face's LlamaForCausalLM layout) on LibTorch, and the
 // families that share it (formats/llama_config.h): Llama 3.x's scaled RoPE, Mistral's sliding-window
 // attention (a query at position p attends to keys p - window < j <= p, as transformers' sliding-window
-// causal mask), Qwen2's q/k/v biases.
+// causal mask), Qwen2's q/k/v biases (and Llama's attention_bias: q/k/v/o).
 //
 // One forward pass, read top to bottom like the equations:
 //   x_0 = embed(tokens)
@@ -28,6 +28,7 @@ struct LlamaLayerWeights {
   at::Tensor attn_norm;                 // [D]
   at::Tensor wq, wk, wv, wo;            // [H*hd, D], [KV*hd, D], [KV*hd, D], [D, H*hd]
   at::Tensor bq, bk, bv;                // [H*hd], [KV*hd], [KV*hd]: Qwen2's biases (undefined otherwise)
+  at::Tensor bo;                        // [D]: Llama's attention_bias (undefined otherwise)
   at::Tensor ffn_norm;                  // [D]
   at::Tensor w_gate, w_up, w_down;      // [F, D], [F, D], [D, F]
 };

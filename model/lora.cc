@@ -255,7 +255,8 @@ at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train) {
     }
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) / std::sqrt(double(hd)) + mask;
     at::Tensor attn = at::matmul(at::softmax(scores, -1).to(v.scalar_type()), v);  // [B, H, T, hd]
-    x = x + leave(project(attn.transpose(1, 2).reshape({B, T, H * hd}), w.wo, {}, pos, 3, train));
+    at::Tensor o = leave(project(attn.transpose(1, 2).reshape({B, T, H * hd}), w.wo, {}, pos, 3, train));
+    x = x + (w.bo.defined() ? o + w.bo : o);  // o_proj's bias after the row-parallel sum
     h = enter(rms_norm(x, w.ffn_norm, c.rms_norm_eps));
     at::Tensor g = at::silu(project(h, w.w_gate, {}, pos, 4, train)) * project(h, w.w_up, {}, pos, 5, train);
     x = x + leave(project(g, w.w_down, {}, pos, 6, train));

@@ -7,9 +7,10 @@
 // the adapted model starts equal to the base. Only A and B train. Defaults are the paper's: the FFN
 // projections (gate, up, down), alpha = r, dropout 0.05.
 //
-// A projection with a frozen bias (Qwen2's q/k/v) computes base(x) + bias + the adapter's term; the bias
-// is never trained nor quantised, and merged models keep it as it is. Under tensor parallelism it is
-// sliced with its weight's rows (column-parallel), so the adapter needs no other change.
+// A projection with a frozen bias (Qwen2's q/k/v; Llama's attention_bias q/k/v/o) computes base(x) + bias
+// + the adapter's term; the bias is never trained nor quantised, and merged models keep it as it is. Under
+// tensor parallelism a q/k/v bias is sliced with its weight's rows (column-parallel) and o_proj's is added
+// once after the row-parallel sum, so the adapter needs no other change.
 //
 // The forward pass here is the inference model's math (model/llama.h) written with plain differentiable
 // ATen ops (RMSNorm, rotate-half RoPE with the config's scaling, causal softmax attention with GQA and

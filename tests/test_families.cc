@@ -57,6 +57,7 @@ TEST(Families, LogitsEqualTransformers) {
   // What each model exercises, so that the comparison above means it.
   EXPECT_EQ(LlamaConfig::from_file(golden_dir("family_llama3") + "/config.json").rope_type, "llama3");
   EXPECT_EQ(LlamaConfig::from_file(golden_dir("family_linear") + "/config.json").rope_type, "linear");
+  EXPECT_TRUE(LlamaConfig::from_file(golden_dir("family_linear") + "/config.json").o_bias());
   EXPECT_EQ(LlamaConfig::from_file(golden_dir("family_mistral") + "/config.json").sliding_window, 4);
   EXPECT_TRUE(LlamaConfig::from_file(golden_dir("family_qwen2") + "/config.json").qkv_bias());
 }
@@ -76,6 +77,8 @@ TEST(Families, EachFeatureMatters) {
   EXPECT_GT(without("family_mistral", [](LlamaConfig& c, LlamaWeights&) { c.sliding_window = 5; }), 1e-2);
   EXPECT_GT(without("family_mistral", [](LlamaConfig& c, LlamaWeights&) { c.sliding_window = 3; }), 1e-2);
   EXPECT_GT(without("family_mistral", [](LlamaConfig& c, LlamaWeights&) { c.sliding_window = 0; }), 1e-2);
+  EXPECT_GT(without("family_linear", [](LlamaConfig&, LlamaWeights& w) { for (auto& l : w.layers) l.bo = at::Tensor(); }),
+            1e-2);
   EXPECT_GT(without("family_qwen2",
                     [](LlamaConfig&, LlamaWeights& w) {
                       for (auto& l : w.layers) l.bq = l.bk = l.bv = at::Tensor();
@@ -150,6 +153,32 @@ TEST(Families, LoraStepOnQwen2AndTheMergedModel) {
     EXPECT_GT(max_diff(want, g), 1e-3) << quant << ": the adapters (or NF4) change the model";
     EXPECT_LT(((got - want).abs() / (want.abs() + 1)).max().item<double>(), 5e-5) << quant;
   }
+}
+
+// The same on Llama's attention_bias model (q/k/v and o_proj biases).
+TEST(Families, LoraStepOnLlamaWithAttentionBias) {
+  LlamaModel m = LlamaModel::load(golden_dir("family_linear"));
+  Golden g = golden("family_linear");
+  LoraConfig cfg;
+  cfg.targets = {"all-linear"};
+  cfg.rank = 4;
+  cfg.dropout = 0;
+  LoraLlama lora(m, {}, cfg);
+  at::Tensor tokens = g.tokens.narrow(0, 3, 1);
+  const double before = lora.loss(tokens, true).item<double>();
+  for (int step = 0; step < 3; ++step) {
+    for (at::Tensor& p : lora.parameters()) p.mutable_grad() = at::Tensor();
+    lora.loss(tokens, true).backward();
+    at::NoGradGuard no_grad;
+    for (at::Tensor& p : lora.parameters()) p.sub_(p.grad() * 0.5);
+  }
+  at::NoGradGuard no_grad;
+  EXPECT_LT(lora.loss(tokens, false).item<double>(), before);
+  LlamaModel merged = lora.merged_model();
+  ASSERT_TRUE(merged.weights().layers[0].bo.defined());
+  at::Tensor want = lora.forward(g.tokens, false), got = merged.forward(g.tokens).logits;
+  EXPECT_GT(max_diff(want, g), 1e-3);
+  EXPECT_LT(((got - want).abs() / (want.abs() + 1)).max().item<double>(), 5e-5);
 }
 
 // Pruning keeps the kept layers' biases (renumbered) and cuts transformers 5.x's layer_types to match.

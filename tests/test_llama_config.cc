@@ -161,7 +161,6 @@ TEST(LlamaConfig, WrongTypesNameTheField) {
 
 TEST(LlamaConfig, UnsupportedOptions) {
   EXPECT_CONTAINS(parse_error({{"hidden_act", "gelu"}}), "field 'hidden_act' 'gelu' is not supported");
-  EXPECT_CONTAINS(parse_error({{"attention_bias", true}}), "cfg.json: field 'attention_bias' = true is not supported");
   EXPECT_CONTAINS(parse_error({{"mlp_bias", true}}), "cfg.json: field 'mlp_bias' = true is not supported");
   EXPECT_CONTAINS(parse_error({{"head_dim", 32}}), "field 'head_dim' = 32 is not supported");
   EXPECT_NO_THROW(parse({{"head_dim", 16}, {"attention_bias", false}, {"mlp_bias", false}, {"hidden_act", "silu"}}));
@@ -205,7 +204,17 @@ TEST(LlamaConfig, FamilyOptionsAreRefusedNamingTheField) {
   EXPECT_EQ(parse(with(mistral, {{"sliding_window", nullptr}})).sliding_window, 0);
   // A Llama's sliding_window field is not Llama's (LlamaConfig has none): it changes nothing.
   EXPECT_EQ(parse({{"sliding_window", 16}}).sliding_window, 0);
-  EXPECT_CONTAINS(parse_error(with(qwen, {{"attention_bias", true}})), "field 'attention_bias' = true is not supported");
+  EXPECT_CONTAINS(parse_error(with(qwen, {{"attention_bias", true}})),
+                  "cfg.json: field 'attention_bias' = true is not supported for qwen2 (only llama has the option)");
+  EXPECT_CONTAINS(parse_error(with(mistral, {{"attention_bias", true}})), "field 'attention_bias' = true is not supported for mistral");
+  // Llama's attention_bias: q/k/v and o_proj biases.
+  LlamaConfig biased = parse({{"attention_bias", true}});
+  EXPECT_TRUE(biased.qkv_bias());
+  EXPECT_TRUE(biased.o_bias());
+  EXPECT_FALSE(parse({}).o_bias());
+  EXPECT_FALSE(LlamaConfig::from_file(testing::source_file("tests/golden/family_qwen2/config.json")).o_bias());
+  EXPECT_EQ(LlamaConfig::from_json(biased.to_json(), "round trip"), biased);
+  EXPECT_NE(biased, parse({}));
 }
 
 // The published config.json files of the families (tests/golden/configs/, see tests/golden/README.md).
@@ -419,6 +428,19 @@ TEST(LlamaTensors, Qwen2HasQkvBiases) {
   llama.architecture = "Qwen2ForCausalLM";
   err = input_error([&] { check_llama_checkpoint(Checkpoint::open(testing::source_file("tests/golden/family_llama3")), llama); });
   EXPECT_CONTAINS(err, "missing tensor 'model.layers.1.self_attn.v_proj.bias' (expected shape [32])");
+}
+
+TEST(LlamaTensors, LlamaAttentionBiasAddsOProjBias) {
+  LlamaConfig c = tiny_config();
+  c.attention_bias = true;
+  const auto layout = llama_tensor_layout(c);
+  ASSERT_EQ(layout.size(), 1u + 2 * 13 + 1 + 1);
+  EXPECT_EQ(layout[5].name, "model.layers.0.self_attn.q_proj.bias");
+  EXPECT_EQ(layout[8].name, "model.layers.0.self_attn.o_proj.weight");
+  EXPECT_EQ(layout[9].name, "model.layers.0.self_attn.o_proj.bias");
+  EXPECT_EQ(layout[9].shape, (std::vector<int64_t>{8}));
+  const std::string dir = testing::source_file("tests/golden/family_linear");  // transformers' attention_bias model
+  EXPECT_NO_THROW(check_llama_checkpoint(Checkpoint::open(dir), LlamaConfig::from_file(dir + "/config.json")));
 }
 
 TEST(LlamaTensors, Llama2_70B_LayoutSize) {

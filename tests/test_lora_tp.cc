@@ -141,35 +141,44 @@ TEST(LoraTp, TrainingEqualsOneProcess) {
 // Qwen2's q/k/v biases under tensor parallelism: each rank holds the bias elements of its weight rows (its
 // query heads, its own or replicated KV heads); the group's inference forward equals one process, and LoRA
 // training over the biased projections (the biases frozen) equals one process too, merged model included.
-TEST(LoraTp, Qwen2BiasesSplitWithTheirRows) {
+// Llama's attention_bias adds o_proj's bias, replicated and added once after the all-reduce.
+TEST(LoraTp, AttentionBiasesSplitWithTheirRows) {
   LlamaConfig qwen2 = testing::llama_shape(32, 50, 3, 4, 2, 67, 32);
   qwen2.model_type = "qwen2";
   qwen2.architecture = "Qwen2ForCausalLM";
-  Shared s(qwen2);
-  LlamaModel whole = load(s.path + "/m", false), shard = load(s.path + "/m", true);
-  const int64_t hd = qwen2.head_dim();
-  const TensorParallelPlan p = plan_tensor_parallel(qwen2, world()->size(), world()->rank());
-  for (size_t l = 0; l < 3; ++l) {
-    const LlamaLayerWeights &w = whole.weights().layers[l], &r = shard.weights().layers[l];
-    ASSERT_TRUE(w.bq.defined() && r.bq.defined());
-    EXPECT_TRUE(at::equal(r.bq, w.bq.narrow(0, p.head_begin * hd, p.heads * hd))) << "layer " << l;
-    EXPECT_TRUE(at::equal(r.bk, w.bk.narrow(0, p.kv_head_begin * hd, p.kv_heads * hd))) << "layer " << l;
-    EXPECT_TRUE(at::equal(r.bv, w.bv.narrow(0, p.kv_head_begin * hd, p.kv_heads * hd))) << "layer " << l;
-  }
-  PackedStream d1(text(), 1, 16, 3), d2(text(), 1, 16, 3);
-  at::Tensor tokens = PackedStream(text(), 1, 16, 7).next(2);
-  {
+  LlamaConfig llama = testing::llama_shape(32, 50, 3, 4, 2, 67, 32);
+  llama.attention_bias = true;
+  for (const LlamaConfig& config : {qwen2, llama}) {
+    Shared s(config);
+    LlamaModel whole = load(s.path + "/m", false), shard = load(s.path + "/m", true);
+    const int64_t hd = config.head_dim();
+    const TensorParallelPlan p = plan_tensor_parallel(config, world()->size(), world()->rank());
+    for (size_t l = 0; l < 3; ++l) {
+      const LlamaLayerWeights &w = whole.weights().layers[l], &r = shard.weights().layers[l];
+      ASSERT_TRUE(w.bq.defined() && r.bq.defined());
+      EXPECT_TRUE(at::equal(r.bq, w.bq.narrow(0, p.head_begin * hd, p.heads * hd))) << "layer " << l;
+      EXPECT_TRUE(at::equal(r.bk, w.bk.narrow(0, p.kv_head_begin * hd, p.kv_heads * hd))) << "layer " << l;
+      EXPECT_TRUE(at::equal(r.bv, w.bv.narrow(0, p.kv_head_begin * hd, p.kv_heads * hd))) << "layer " << l;
+      EXPECT_EQ(r.bo.defined(), config.o_bias());
+      if (config.o_bias()) {
+        EXPECT_TRUE(at::equal(r.bo, w.bo)) << "o_proj's bias is replicated";
+      }
+    }
+    PackedStream d1(text(), 1, 16, 3), d2(text(), 1, 16, 3);
+    at::Tensor tokens = PackedStream(text(), 1, 16, 7).next(2);
+    {
+      at::NoGradGuard no_grad;
+      EXPECT_LT(max_rel(shard.forward(tokens).logits, whole.forward(tokens).logits), kTol);
+    }
+    LoraLlama ref(whole, {}, lora()), tp(shard, {}, lora());
+    TrainResult r1 = train(ref, d1, train_config("", 4)), r2 = train(tp, d2, train_config("", 4));
+    ASSERT_EQ(r1.steps.size(), r2.steps.size());
+    for (size_t i = 0; i < r1.steps.size(); ++i) EXPECT_LT(rel(r2.steps[i].loss, r1.steps[i].loss), kTol) << "step " << i + 1;
     at::NoGradGuard no_grad;
-    EXPECT_LT(max_rel(shard.forward(tokens).logits, whole.forward(tokens).logits), kTol);
+    at::Tensor want = ref.merged_model().forward(tokens).logits;
+    EXPECT_LT(max_rel(tp.merged_model().forward(tokens).logits, want), kTol);
+    EXPECT_LT(max_rel(tp.forward(tokens, false), want), 1e-4) << "adapted forward = merged model";
   }
-  LoraLlama ref(whole, {}, lora()), tp(shard, {}, lora());
-  TrainResult r1 = train(ref, d1, train_config("", 4)), r2 = train(tp, d2, train_config("", 4));
-  ASSERT_EQ(r1.steps.size(), r2.steps.size());
-  for (size_t i = 0; i < r1.steps.size(); ++i) EXPECT_LT(rel(r2.steps[i].loss, r1.steps[i].loss), kTol) << "step " << i + 1;
-  at::NoGradGuard no_grad;
-  at::Tensor want = ref.merged_model().forward(tokens).logits;
-  EXPECT_LT(max_rel(tp.merged_model().forward(tokens).logits, want), kTol);
-  EXPECT_LT(max_rel(tp.forward(tokens, false), want), 1e-4) << "adapted forward = merged model";
 }
 
 TEST(LoraTp, CheckpointsHoldFullTensorsAndResumeAtAnotherTpSize) {

@@ -276,9 +276,14 @@ TEST(Planner, ParameterCountsOfTheFamilies) {
   EXPECT_EQ(p2.weight_bytes, p2.linear_bytes + p2.embedding_bytes + p2.lm_head_bytes + p2.norm_bytes + p2.bias_bytes);
   // tp 4 = 4 KV heads: each rank holds one KV head and its biases.
   EXPECT_EQ(plan_memory(qwen, opts(4)).rank_bias_params, 28 * (7 + 2 * 1) * 128);
-  EXPECT_CONTAINS(format_plan(p2), "q/k/v biases (split with their rows)");
+  EXPECT_CONTAINS(format_plan(p2), "attention biases (q/k/v split)");
   EXPECT_EQ(plan_to_json(p2)["parameters_per_rank"]["biases"], 28 * (14 + 2 * 2) * 128);
   EXPECT_EQ(plan_memory(family_config("Llama-3.1-8B.json"), opts(1)).rank_bias_params, 0);
+  // Llama's attention_bias: q/k/v biases split, o_proj's (D) replicated on every rank.
+  LlamaConfig biased = family_config("Llama-3.1-8B.json");
+  biased.attention_bias = true;
+  EXPECT_EQ(plan_memory(biased, opts(1)).model_params, 8030261248LL + 32 * ((32 + 2 * 8) * 128 + 4096));
+  EXPECT_EQ(plan_memory(biased, opts(2)).rank_bias_params, 32 * ((16 + 2 * 4) * 128 + 4096));
   EXPECT_EQ(format_plan(plan_memory(family_config("Llama-3.1-8B.json"), opts(1))).find("biases"), std::string::npos);
 }
 

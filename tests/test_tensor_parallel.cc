@@ -170,6 +170,7 @@ uint64_t expected_shard_bytes(const LlamaConfig& c, int tp, int rank, uint64_t e
                    + 2 * p.kv_heads * hd * D               // k, v rows
                    + 3 * uint64_t(p.ffn_end - p.ffn_begin) * D;
   if (c.qkv_bias()) layer += (p.heads + 2 * p.kv_heads) * hd;  // Qwen2: the biases of those rows
+  if (c.o_bias()) layer += D;                                  // Llama attention_bias: o_proj's, replicated
   uint64_t total = c.num_hidden_layers * layer + D + uint64_t(c.vocab_size) * D;  // + final norm, embedding
   if (!c.tie_word_embeddings) total += uint64_t(p.vocab_end - p.vocab_begin) * D;
   return total * elem;
@@ -261,6 +262,7 @@ TEST_F(WorkerTp, FamilyModelsWithBiasesAndSlidingWindow) {
   check(testing::source_file("tests/golden/family_qwen2"), 2, {1}, tol);
   check(testing::source_file("tests/golden/family_mistral"), 2, {}, tol);
   check(testing::source_file("tests/golden/family_llama3"), 2, {}, tol);
+  check(testing::source_file("tests/golden/family_linear"), 2, {}, tol);  // attention_bias: o_proj's too
 }
 
 TEST_F(WorkerTp, EachRankHoldsItsShardNotTheModel) {

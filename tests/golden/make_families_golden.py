@@ -38,9 +38,10 @@ SPECS = {
         COMMON, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
         rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 32})),
+    # attention_bias: biases on q, k, v and o_proj.
     "family_linear": (LlamaConfig, LlamaForCausalLM, dict(
         COMMON, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=4,
-        tie_word_embeddings=True, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0})),
+        tie_word_embeddings=True, attention_bias=True, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0})),
     # A window of 4 against sequences of up to 17 tokens.
     "family_mistral": (MistralConfig, MistralForCausalLM, dict(
         COMMON, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
