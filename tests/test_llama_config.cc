@@ -427,7 +427,7 @@ TEST(LlamaTensors, Qwen2HasQkvBiases) {
   llama.model_type = "qwen2";
   llama.architecture = "Qwen2ForCausalLM";
   err = input_error([&] { check_llama_checkpoint(Checkpoint::open(testing::source_file("tests/golden/family_llama3")), llama); });
-  EXPECT_CONTAINS(err, "missing tensor 'model.layers.1.self_attn.v_proj.bias' (expected shape [32])");
+  EXPECT_CONTAINS(err, "missing tensor 'model.layers.1.self_attn.v_proj.bias' (expected shape [16])");
 }
 
 TEST(LlamaTensors, LlamaAttentionBiasAddsOProjBias) {

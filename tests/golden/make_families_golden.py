@@ -35,7 +35,7 @@ SPECS = {
     # Llama 3.1-style scaling; hd 16 with original context 32 puts frequencies in all three bands
     # (wavelength < 8 kept, 8..32 interpolated, > 32 divided by the factor).
     "family_llama3": (LlamaConfig, LlamaForCausalLM, dict(
-        COMMON, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+        COMMON, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
         rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 32})),
     # attention_bias: biases on q, k, v and o_proj.
@@ -48,7 +48,7 @@ SPECS = {
         sliding_window=4, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
     # q/k/v biases; 4 heads and 2 KV heads split at tp 2.
     "family_qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(
-        COMMON, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+        COMMON, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
 }
 
