@@ -17,7 +17,13 @@ std::vector<ExpectedTensor> llama_tensor_layout(const LlamaConfig& c) {
     out.push_back({p + "self_attn.q_proj.weight", {q_dim, D}});
     out.push_back({p + "self_attn.k_proj.weight", {kv_dim, D}});
     out.push_back({p + "self_attn.v_proj.weight", {kv_dim, D}});
+    if (c.qkv_bias()) {  // Qwen2, Llama with attention_bias
+      out.push_back({p + "self_attn.q_proj.bias", {q_dim}});
+      out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
+      out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
+    }
     out.push_back({p + "self_attn.o_proj.weight", {D, q_dim}});
+    if (c.o_bias()) out.push_back({p + "self_attn.o_proj.bias", {D}});
     out.push_back({p + "post_attention_layernorm.weight", {D}});
     out.push_back({p + "mlp.gate_proj.weight", {F, D}});
     out.push_back({p + "mlp.up_proj.weight", {F, D}});

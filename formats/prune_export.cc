@@ -98,6 +98,16 @@ PruneExport export_pruned_model(const std::string& source_dir, const std::vector
   // config.json: the source's fields as they were, with the new layer count.
   nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(read_file(config_path));
   cfg["num_hidden_layers"] = int64_t(kept.size());
+  // transformers 5.x lists each layer's attention kind (Qwen2, Mistral's relatives) and checks the list's
+  // length against num_hidden_layers: keep the kept layers' entries.
+  if (cfg.contains("layer_types") && cfg["layer_types"].is_array()) {
+    if (int64_t(cfg["layer_types"].size()) != L)
+      throw InputError(config_path + ": layer_types lists " + std::to_string(cfg["layer_types"].size()) +
+                       " layers, num_hidden_layers is " + std::to_string(L));
+    nlohmann::ordered_json types = nlohmann::ordered_json::array();
+    for (int64_t l : kept) types.push_back(cfg["layer_types"][size_t(l)]);
+    cfg["layer_types"] = types;
+  }
   write_file(out_dir + "/config.json", cfg.dump(2) + "\n");
   result.files.push_back("config.json");
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

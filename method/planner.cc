@@ -102,13 +102,19 @@ MemoryPlan plan_memory(const LlamaConfig& c, const PlanOptions& o) {
   // Parameters. One layer: q, o D x D; k, v D x KV*hd; gate, up, down D x F; two norms of D.
   const int64_t layer_linear = 2 * D * D + 2 * D * KV * hd + 3 * D * F;
   const int64_t head = c.tie_word_embeddings ? 0 : V * D;
-  p.model_params = L * (layer_linear + 2 * D) + V * D + head + D;
-  p.kept_model_params = Lk * (layer_linear + 2 * D) + V * D + head + D;
+  // Qwen2 (and Llama with attention_bias): q/k/v biases, one per output feature of those projections;
+  // Llama's attention_bias adds o_proj's, D.
+  const int64_t layer_bias = (c.qkv_bias() ? (H + 2 * KV) * hd : 0) + (c.o_bias() ? D : 0);
+  p.model_params = L * (layer_linear + layer_bias + 2 * D) + V * D + head + D;
+  p.kept_model_params = Lk * (layer_linear + layer_bias + 2 * D) + V * D + head + D;
   const int64_t rank_layer_linear = 2 * D * p.heads_per_rank * hd      // q rows, o columns of its heads
                                     + 2 * D * p.kv_heads_per_rank * hd  // k, v of its KV heads
                                     + 3 * D * p.ffn_per_rank;           // gate, up rows; down columns
   p.rank_linear_params = Lk * rank_layer_linear;
   p.rank_norm_params = Lk * 2 * D + D;
+  // A bias is split with its projection's rows: the rank's query heads and (own or replicated) KV heads.
+  // o_proj's bias is added once, after the all-reduce: replicated.
+  p.rank_bias_params = Lk * ((c.qkv_bias() ? (p.heads_per_rank + 2 * p.kv_heads_per_rank) * hd : 0) + (c.o_bias() ? D : 0));
   p.rank_embedding_params = V * D;
   p.rank_lm_head_params = c.tie_word_embeddings ? 0 : p.vocab_per_rank * D;
 
@@ -119,7 +125,9 @@ MemoryPlan plan_memory(const LlamaConfig& c, const PlanOptions& o) {
   p.embedding_bytes = double(p.rank_embedding_params) * wb;
   p.lm_head_bytes = double(p.rank_lm_head_params) * wb;
   p.norm_bytes = double(p.rank_norm_params) * wb;
-  p.weight_bytes = p.linear_bytes + p.quant_constant_bytes + p.embedding_bytes + p.lm_head_bytes + p.norm_bytes;
+  p.bias_bytes = double(p.rank_bias_params) * wb;  // never quantised
+  p.weight_bytes =
+      p.linear_bytes + p.quant_constant_bytes + p.embedding_bytes + p.lm_head_bytes + p.norm_bytes + p.bias_bytes;
   p.naive_weight_bytes = double(p.kept_model_params) * (nf4 ? 0.5 : wb);
 
   // Inference.
@@ -160,12 +168,16 @@ std::vector<PlanLine> plan_lines(const MemoryPlan& p) {
       {"embedding", "embedding (replicated)", p.embedding_bytes},
       {"lm_head", p.tied_embeddings ? "LM head (tied: the embedding)" : "LM head (vocab-parallel)", p.lm_head_bytes},
       {"norms", "norms (replicated)", p.norm_bytes},
+  };
+  if (p.rank_bias_params > 0) lines.push_back({"biases", "attention biases (q/k/v split)", p.bias_bytes});
+  std::vector<PlanLine> rest = {
       {"weights", "= weights", p.weight_bytes},
       {"kv_cache", "KV cache", p.kv_cache_bytes},
       {"activations", "activations (one layer, peak)", p.activation_bytes},
       {"logits", "logits (float32, gathered)", p.logits_bytes},
       {"inference_total", "= inference total", p.inference_bytes},
   };
+  lines.insert(lines.end(), rest.begin(), rest.end());
   if (p.options.healing) {
     lines.push_back({"lora_adapters", "LoRA adapters (weight+grad+AdamW)", p.lora_bytes});
     lines.push_back({"checkpoints", "checkpoints (layer inputs)", p.checkpoint_bytes});
@@ -213,8 +225,9 @@ std::string format_plan(const MemoryPlan& p) {
        fmt("%.3f GB = linears %.3f + (constants %.3f", p.weight_bytes / 1e9, p.linear_bytes / 1e9,
            p.quant_constant_bytes / 1e9) +
        fmt(" + embedding %.3f + LM head %.3f", p.embedding_bytes / 1e9, p.lm_head_bytes / 1e9) +
-       fmt(" + norms %.4f = %.3f GB)\n", p.norm_bytes / 1e9,
-           (p.quant_constant_bytes + p.embedding_bytes + p.lm_head_bytes + p.norm_bytes) / 1e9);
+       fmt(" + norms %.4f", p.norm_bytes / 1e9) +
+       (p.bias_bytes > 0 ? fmt(" + biases %.4f", p.bias_bytes / 1e9) : std::string()) +
+       fmt(" = %.3f GB)\n", (p.quant_constant_bytes + p.embedding_bytes + p.lm_head_bytes + p.norm_bytes + p.bias_bytes) / 1e9);
 
   s += "\nforward FLOPs per token            before pruning (total / per rank)   after pruning (total / per rank)\n";
   auto flops_row = [&](const char* label, double before, double after) {
@@ -255,7 +268,7 @@ nlohmann::json plan_to_json(const MemoryPlan& p) {
       {"layout", {{"tp", o.tp}, {"heads_per_rank", p.heads_per_rank}, {"kv_heads_per_rank", p.kv_heads_per_rank},
                   {"kv_replicated", p.kv_replicated}, {"ffn_per_rank", p.ffn_per_rank},
                   {"vocab_per_rank", p.vocab_per_rank}}},
-      {"parameters_per_rank", {{"linear", p.rank_linear_params}, {"norms", p.rank_norm_params},
+      {"parameters_per_rank", {{"linear", p.rank_linear_params}, {"norms", p.rank_norm_params}, {"biases", p.rank_bias_params},
                                {"embedding", p.rank_embedding_params}, {"lm_head", p.rank_lm_head_params},
                                {"lora", p.rank_lora_params}}},
       {"per_rank", per_rank},

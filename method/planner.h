@@ -43,13 +43,14 @@ struct MemoryPlan {
   // Parameters on one rank.
   int64_t rank_linear_params = 0;     // q, k, v, o, gate, up, down of the kept layers
   int64_t rank_norm_params = 0;       // two RMSNorm vectors per kept layer + the final norm (replicated)
+  int64_t rank_bias_params = 0;       // q/k/v biases of the rank's heads (+ o_proj's, replicated), per kept layer
   int64_t rank_embedding_params = 0;  // V x D, replicated
   int64_t rank_lm_head_params = 0;    // ceil(V / tp) x D (0 when tied: the head is the embedding)
   int64_t rank_lora_params = 0;       // healing only
   // Weights on one rank, bytes.
   double linear_bytes = 0;          // the linear weights (packed 4-bit under nf4)
   double quant_constant_bytes = 0;  // nf4: 8-bit absmax per 64 + fp32 per 256 blocks
-  double embedding_bytes = 0, lm_head_bytes = 0, norm_bytes = 0;
+  double embedding_bytes = 0, lm_head_bytes = 0, norm_bytes = 0, bias_bytes = 0;
   double weight_bytes = 0;  // sum of the five above
   // Inference (forward with a KV cache) on one rank, bytes.
   double kv_cache_bytes = 0;

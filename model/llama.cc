@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <limits>
+#include <tuple>
 
 #include "common/error.h"
 #include "kernels/causal_softmax.h"
@@ -28,13 +30,15 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights, std::shared_ptr
   config_.validate("model config");
   heads_ = tp_ ? tp_->plan().heads : config_.num_attention_heads;
   kv_heads_ = tp_ ? tp_->plan().kv_heads : config_.num_key_value_heads;
-  // inv_freq_i = theta^(-2i/hd), i < hd/2; angles for every position up to the context length.
-  int64_t hd = config_.head_dim();
-  at::Tensor inv_freq = at::pow(config_.rope_theta, at::arange(0, hd, 2, at::kDouble) / double(hd)).reciprocal();
-  at::Tensor pos = at::arange(config_.max_position_embeddings, at::kDouble);
-  at::Tensor angles = at::outer(pos, inv_freq);               // [P, hd/2]
-  rope_cos_ = angles.cos().to(at::kFloat).contiguous();
-  rope_sin_ = angles.sin().to(at::kFloat).contiguous();
+  std::tie(rope_cos_, rope_sin_) = rope_tables(config_);
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const LlamaConfig& config) {
+  std::vector<double> w = config.rope_inverse_frequencies();
+  at::Tensor inv_freq = at::tensor(w, at::kDouble);
+  at::Tensor pos = at::arange(config.max_position_embeddings, at::kDouble);
+  at::Tensor angles = at::outer(pos, inv_freq);  // [P, hd/2]
+  return {angles.cos().to(at::kFloat).contiguous(), angles.sin().to(at::kFloat).contiguous()};
 }
 
 LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) {
@@ -84,6 +88,12 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
     l.wq = get(p + "self_attn.q_proj.weight");
     l.wk = get(p + "self_attn.k_proj.weight");
     l.wv = get(p + "self_attn.v_proj.weight");
+    if (config.qkv_bias()) {
+      l.bq = get(p + "self_attn.q_proj.bias");
+      l.bk = get(p + "self_attn.k_proj.bias");
+      l.bv = get(p + "self_attn.v_proj.bias");
+    }
+    if (config.o_bias()) l.bo = get(p + "self_attn.o_proj.bias");
     l.wo = get(p + "self_attn.o_proj.weight");
     l.ffn_norm = get(p + "post_attention_layernorm.weight");
     l.w_gate = get(p + "mlp.gate_proj.weight");
@@ -136,9 +146,10 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   const int64_t B = xn.size(0), T = xn.size(1);
   const int64_t H = heads_, KV = kv_heads_, hd = config_.head_dim();  // this rank's heads
   const int64_t rep = H / KV;
-  at::Tensor q = kernels::rope(at::linear(xn, w.wq), H, start, rope_cos_, rope_sin_).view({B, T, H, hd}).transpose(1, 2);
-  at::Tensor k = kernels::rope(at::linear(xn, w.wk), KV, start, rope_cos_, rope_sin_).view({B, T, KV, hd}).transpose(1, 2);
-  at::Tensor v = at::linear(xn, w.wv).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
+  // Undefined biases (all families but Qwen2) add nothing.
+  at::Tensor q = kernels::rope(at::linear(xn, w.wq, w.bq), H, start, rope_cos_, rope_sin_).view({B, T, H, hd}).transpose(1, 2);
+  at::Tensor k = kernels::rope(at::linear(xn, w.wk, w.bk), KV, start, rope_cos_, rope_sin_).view({B, T, KV, hd}).transpose(1, 2);
+  at::Tensor v = at::linear(xn, w.wv, w.bv).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
   if (k_cache) {
     if (k_cache->defined()) {
       k = at::cat({*k_cache, k}, 2);
@@ -156,6 +167,9 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   // the rest zero), which skips most of the masked upper triangle of a prefill.
   constexpr int64_t kQueryBlock = 128;
   const float scale = float(1.0 / std::sqrt(double(hd)));
+  // Mistral's sliding window: matters only once a query is window or more positions past a key.
+  const int64_t window = config_.sliding_window;
+  const bool windowed = window > 0 && start + T > window;
   at::Tensor qg = q.reshape({B * KV, rep * T, hd});  // contiguous copy: one matrix per group
   at::Tensor kg = k.reshape({B * KV, S, hd}), vg = v.reshape({B * KV, S, hd});
   at::Tensor out = at::empty({B * KV, rep * T, hd}, q.options());
@@ -167,6 +181,11 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
           const int64_t row = r * T + t0;
           at::Tensor scores = at::mm(qg[i].narrow(0, row, n), kg[i].narrow(0, 0, keys).t());  // [n, keys]
           if (scores.scalar_type() != at::kFloat) scores = scores.to(at::kFloat);  // softmax in float32, as HF
+          if (windowed) {  // keys j with p - j >= window: -inf, which the softmax turns into (almost) 0
+            at::Tensor p = at::arange(start + t0, start + t0 + n, at::kLong).unsqueeze(1);
+            scores.masked_fill_(p - at::arange(keys, at::kLong).unsqueeze(0) >= window,
+                                -std::numeric_limits<float>::infinity());
+          }
           // Scale, causal mask (row j is position start+t0+j and sees keys <= it) and softmax in one pass.
           kernels::causal_softmax(scores.unsqueeze(0), n, start + t0, scale);
           at::Tensor out_rows = out[i].narrow(0, row, n);
@@ -176,6 +195,7 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
   at::Tensor update = at::linear(out, w.wo);
   if (tp_) tp_->reduce(update);  // row-parallel o_proj: sum the ranks' partial products
+  if (w.bo.defined()) update += w.bo;  // after the sum: once, not once per rank
   return update;
 }
 

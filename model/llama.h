@@ -1,4 +1,7 @@
-// The Llama decoder (Touvron et al. 2023; Hugging Face's LlamaForCausalLM layout) on LibTorch.
+// The Llama decoder (Touvron et al. 2023; Hugging Face's LlamaForCausalLM layout) on LibTorch, and the
+// families that share it (formats/llama_config.h): Llama 3.x's scaled RoPE, Mistral's sliding-window
+// attention (a query at position p attends to keys p - window < j <= p, as transformers' sliding-window
+// causal mask), Qwen2's q/k/v biases (and Llama's attention_bias: q/k/v/o).
 //
 // One forward pass, read top to bottom like the equations:
 //   x_0 = embed(tokens)
@@ -24,6 +27,8 @@ namespace layerprune {
 struct LlamaLayerWeights {
   at::Tensor attn_norm;                 // [D]
   at::Tensor wq, wk, wv, wo;            // [H*hd, D], [KV*hd, D], [KV*hd, D], [D, H*hd]
+  at::Tensor bq, bk, bv;                // [H*hd], [KV*hd], [KV*hd]: Qwen2's biases (undefined otherwise)
+  at::Tensor bo;                        // [D]: Llama's attention_bias (undefined otherwise)
   at::Tensor ffn_norm;                  // [D]
   at::Tensor w_gate, w_up, w_down;      // [F, D], [F, D], [D, F]
 };
@@ -114,6 +119,10 @@ class LlamaModel {
   std::vector<std::string> files_;
   std::shared_ptr<const void> keepalive_;  // the checkpoint mapping the weights point into
 };
+
+// RoPE's tables for positions [0, max_position_embeddings): cos and sin of p w_i, [P, hd/2] float32, with
+// w_i = config.rope_inverse_frequencies() (the scaling applied). Both forward passes use these.
+std::pair<at::Tensor, at::Tensor> rope_tables(const LlamaConfig& config);
 
 // at::ScalarType for a compute-dtype name ("float32", "bfloat16"); InputError otherwise.
 at::ScalarType parse_compute_dtype(const std::string& name);

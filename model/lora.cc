@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <tuple>
 
 #include "common/error.h"
 
@@ -181,11 +183,7 @@ LoraLlama::LoraLlama(const LlamaModel& base, std::vector<int64_t> kept, LoraConf
   } else if (config_.base_quant != "none") {
     throw InputError("unknown base quantisation \"" + config_.base_quant + "\": expected none or nf4");
   }
-  const int64_t hd = c.head_dim();
-  at::Tensor inv = at::pow(c.rope_theta, -at::arange(0, hd, 2, at::kDouble) / double(hd));
-  at::Tensor ang = at::outer(at::arange(c.max_position_embeddings, at::kDouble), inv);
-  cos_ = ang.cos().to(at::kFloat);
-  sin_ = ang.sin().to(at::kFloat);
+  std::tie(cos_, sin_) = rope_tables(c);  // the inference model's tables, scaling included
 }
 
 const at::Tensor& LoraLlama::base_weight(int64_t layer, int proj) const {
@@ -201,10 +199,13 @@ const at::Tensor& LoraLlama::base_weight(int64_t layer, int proj) const {
   }
 }
 
-at::Tensor LoraLlama::project(const at::Tensor& x, const at::Tensor& w, size_t pos, int proj, bool train) {
+at::Tensor LoraLlama::project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, size_t pos, int proj,
+                              bool train) {
   at::Tensor y = nf4_.empty() ? at::linear(x, w)
                               : Nf4Linear::apply(x.to(at::kFloat), int64_t(reinterpret_cast<intptr_t>(&nf4_[pos][size_t(proj)])))
                                     .to(x.scalar_type());
+  // A frozen bias (Qwen2's q/k/v, never quantised): base(x) + bias + the adapter's term.
+  if (bias.defined()) y = y + bias;
   const int i = index_[pos][size_t(proj)];
   if (i < 0) return y;
   const LoraAdapter& a = adapters_[size_t(i)];
@@ -237,24 +238,28 @@ at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train) {
   auto leave = [&](const at::Tensor& partial) { return tp ? GroupSum::apply(partial, address(tp)) : partial; };
   const LlamaWeights& W = base_.weights();
   at::Tensor cos = cos_.narrow(0, 0, T), sin = sin_.narrow(0, 0, T);
+  // Causal mask; with Mistral's sliding window also keys at distance >= window (transformers' convention).
   at::Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).triu(1);
+  if (c.sliding_window > 0 && T > c.sliding_window)
+    mask = mask + at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).tril(-c.sliding_window);
   at::Tensor x = at::embedding(W.embed, tokens);
   for (size_t pos = 0; pos < kept_.size(); ++pos) {
     const LlamaLayerWeights& w = W.layers[size_t(kept_[pos])];
     at::Tensor h = enter(rms_norm(x, w.attn_norm, c.rms_norm_eps));
-    at::Tensor q = rope(project(h, w.wq, pos, 0, train).view({B, T, H, hd}), cos, sin).transpose(1, 2);
-    at::Tensor k = rope(project(h, w.wk, pos, 1, train).view({B, T, KV, hd}), cos, sin).transpose(1, 2);
-    at::Tensor v = project(h, w.wv, pos, 2, train).view({B, T, KV, hd}).transpose(1, 2);
+    at::Tensor q = rope(project(h, w.wq, w.bq, pos, 0, train).view({B, T, H, hd}), cos, sin).transpose(1, 2);
+    at::Tensor k = rope(project(h, w.wk, w.bk, pos, 1, train).view({B, T, KV, hd}), cos, sin).transpose(1, 2);
+    at::Tensor v = project(h, w.wv, w.bv, pos, 2, train).view({B, T, KV, hd}).transpose(1, 2);
     if (KV != H) {  // GQA: query head j uses KV head j / (H / KV)
       k = k.repeat_interleave(H / KV, 1);
       v = v.repeat_interleave(H / KV, 1);
     }
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) / std::sqrt(double(hd)) + mask;
     at::Tensor attn = at::matmul(at::softmax(scores, -1).to(v.scalar_type()), v);  // [B, H, T, hd]
-    x = x + leave(project(attn.transpose(1, 2).reshape({B, T, H * hd}), w.wo, pos, 3, train));
+    at::Tensor o = leave(project(attn.transpose(1, 2).reshape({B, T, H * hd}), w.wo, {}, pos, 3, train));
+    x = x + (w.bo.defined() ? o + w.bo : o);  // o_proj's bias after the row-parallel sum
     h = enter(rms_norm(x, w.ffn_norm, c.rms_norm_eps));
-    at::Tensor g = at::silu(project(h, w.w_gate, pos, 4, train)) * project(h, w.w_up, pos, 5, train);
-    x = x + leave(project(g, w.w_down, pos, 6, train));
+    at::Tensor g = at::silu(project(h, w.w_gate, {}, pos, 4, train)) * project(h, w.w_up, {}, pos, 5, train);
+    x = x + leave(project(g, w.w_down, {}, pos, 6, train));
   }
   at::Tensor logits = at::linear(enter(rms_norm(x, W.final_norm, c.rms_norm_eps)), W.lm_head).to(at::kFloat);
   return tp ? GroupGatherVocab::apply(logits, address(tp), c.vocab_size) : logits;

@@ -7,8 +7,14 @@
 // the adapted model starts equal to the base. Only A and B train. Defaults are the paper's: the FFN
 // projections (gate, up, down), alpha = r, dropout 0.05.
 //
+// A projection with a frozen bias (Qwen2's q/k/v; Llama's attention_bias q/k/v/o) computes base(x) + bias
+// + the adapter's term; the bias is never trained nor quantised, and merged models keep it as it is. Under
+// tensor parallelism a q/k/v bias is sliced with its weight's rows (column-parallel) and o_proj's is added
+// once after the row-parallel sum, so the adapter needs no other change.
+//
 // The forward pass here is the inference model's math (model/llama.h) written with plain differentiable
-// ATen ops (RMSNorm, rotate-half RoPE, causal softmax attention with GQA, SwiGLU), because the inference
+// ATen ops (RMSNorm, rotate-half RoPE with the config's scaling, causal softmax attention with GQA and
+// Mistral's sliding window, SwiGLU), because the inference
 // kernels are in-place and have no backward. With B = 0 its logits equal LlamaModel::forward's (tested).
 // It reads the base model's weights (zero-copy views of the checkpoint mapping), never copies them.
 //
@@ -110,7 +116,7 @@ class LoraLlama {
   const TensorParallel* tensor_parallel() const { return base_.tensor_parallel(); }
 
  private:
-  at::Tensor project(const at::Tensor& x, const at::Tensor& w, size_t pos, int proj, bool train);
+  at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, size_t pos, int proj, bool train);
   at::Tensor dropout_mask(const at::Tensor& x, const LoraAdapter& adapter);
   const at::Tensor& base_weight(int64_t layer, int proj) const;
   const LlamaModel& base_;

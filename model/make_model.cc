@@ -33,7 +33,10 @@ void make_random_model(const LlamaConfig& config_in, const std::string& out_dir,
   std::vector<TensorToWrite> writes;
   Progress progress("make-model", int64_t(layout.size()), "tensors");
   for (const auto& e : layout) {
-    bool is_norm = e.shape.size() == 1;
+    // Norm weights 1, as HF initialises them; everything else (Qwen2's biases too, which HF zeroes, so that
+    // a bias left out of a computation shows) ~ N(0, std^2).
+    const std::string suffix = "norm.weight";
+    bool is_norm = e.name.size() >= suffix.size() && e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0;
     at::Tensor t = is_norm ? at::ones(e.shape, at::kFloat)
                            : at::normal(0.0, options.init_std, e.shape, gen, at::TensorOptions(at::kFloat));
     tensors.push_back(t.to(dtype).contiguous());

@@ -44,8 +44,11 @@ ShardRule shard_rule(const std::string& name, const LlamaConfig& c, const Tensor
   const int64_t hd = c.head_dim();
   auto rows = [](int64_t b, int64_t e) { return ShardRule{ShardRule::kRows, b, e}; };
   auto cols = [](int64_t b, int64_t e) { return ShardRule{ShardRule::kColumns, b, e}; };
-  if (ends_with(name, "self_attn.q_proj.weight")) return rows(p.head_begin * hd, (p.head_begin + p.heads) * hd);
-  if (ends_with(name, "self_attn.k_proj.weight") || ends_with(name, "self_attn.v_proj.weight"))
+  // A column-parallel projection's bias goes with its weight's rows (Qwen2's q/k/v biases).
+  if (ends_with(name, "self_attn.q_proj.weight") || ends_with(name, "self_attn.q_proj.bias"))
+    return rows(p.head_begin * hd, (p.head_begin + p.heads) * hd);
+  if (ends_with(name, "self_attn.k_proj.weight") || ends_with(name, "self_attn.v_proj.weight") ||
+      ends_with(name, "self_attn.k_proj.bias") || ends_with(name, "self_attn.v_proj.bias"))
     return rows(p.kv_head_begin * hd, (p.kv_head_begin + p.kv_heads) * hd);
   if (ends_with(name, "self_attn.o_proj.weight")) return cols(p.head_begin * hd, (p.head_begin + p.heads) * hd);
   if (ends_with(name, "mlp.gate_proj.weight") || ends_with(name, "mlp.up_proj.weight"))

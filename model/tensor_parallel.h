@@ -3,6 +3,9 @@
 // Weights are stored [out, in] (Hugging Face), so "rows" are output features and a row range is one
 // contiguous byte range of the file; a column range is strided. With tp ranks, rank r holds:
 //   q_proj, k_proj, v_proj  column-parallel: the rows of the heads it owns            (contiguous read)
+//                           and the same elements of their biases (Qwen2, Llama attention_bias); a
+//                           replicated KV head's bias is replicated with it; o_proj's bias is replicated
+//                           and added once, after the all-reduce
 //   o_proj                  row-parallel:    the columns of those heads               (strided read)
 //   gate_proj, up_proj      column-parallel: rows [f0, f1) of the FFN                 (contiguous read)
 //   down_proj               row-parallel:    columns [f0, f1)                         (strided read)

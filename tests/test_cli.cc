@@ -295,6 +295,22 @@ TEST(Cli, MakeModelWritesALoadableModel) {
   EXPECT_EQ(bad.status, 2) << "30 is not divisible by 4 heads";
 }
 
+// The families' published configs (tests/golden/configs/): parameters as published, Qwen2's biases counted.
+TEST(Cli, PlanOnTheFamiliesConfigs) {
+  const std::pair<const char*, int64_t> configs[] = {{"Llama-3.1-8B.json", 8030261248LL},
+                                                     {"Llama-3.2-1B.json", 1235814400LL},
+                                                     {"Mistral-7B-v0.1.json", 7241732096LL},
+                                                     {"Qwen2-7B.json", 7615616512LL}};
+  for (const auto& [name, params] : configs) {
+    const std::string config = testing::source_file(std::string("tests/golden/configs/") + name);
+    CliRun r = run("plan --config " + config + " --tp 2 --quant nf4 --prune-fraction 0.25 --healing --json");
+    ASSERT_EQ(r.status, 0) << name << ": " << r.out;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j.at("model").at("parameters"), params) << name;
+    EXPECT_EQ(j.at("per_rank").contains("biases_bytes"), std::string(name) == "Qwen2-7B.json") << name;
+  }
+}
+
 TEST(Cli, PlanOn70BConfig) {
   LP_REQUIRE_DATA(config, "llama2/Llama-2-70b-chat-hf/config.json");
   CliRun r = run("plan --config " + config + " --tp 8 --quant nf4 --prune-fraction 0.5 --healing --json");

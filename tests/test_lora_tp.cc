@@ -19,6 +19,7 @@
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/make_model.h"
+#include "model/tensor_parallel.h"
 #include "worker/mpi_comm.h"
 #include "healing/trainer.h"
 
@@ -135,6 +136,49 @@ TEST(LoraTp, TrainingEqualsOneProcess) {
   at::Tensor want = ref.merged_model().forward(tokens, fo).logits;
   EXPECT_LT(max_rel(tp.merged_model().forward(tokens, fo).logits, want), kTol);
   EXPECT_LT(max_rel(tp.forward(tokens, false), want), 1e-4) << "adapted forward = merged model";
+}
+
+// Qwen2's q/k/v biases under tensor parallelism: each rank holds the bias elements of its weight rows (its
+// query heads, its own or replicated KV heads); the group's inference forward equals one process, and LoRA
+// training over the biased projections (the biases frozen) equals one process too, merged model included.
+// Llama's attention_bias adds o_proj's bias, replicated and added once after the all-reduce.
+TEST(LoraTp, AttentionBiasesSplitWithTheirRows) {
+  LlamaConfig qwen2 = testing::llama_shape(32, 50, 3, 4, 2, 67, 32);
+  qwen2.model_type = "qwen2";
+  qwen2.architecture = "Qwen2ForCausalLM";
+  LlamaConfig llama = testing::llama_shape(32, 50, 3, 4, 2, 67, 32);
+  llama.attention_bias = true;
+  for (const LlamaConfig& config : {qwen2, llama}) {
+    Shared s(config);
+    LlamaModel whole = load(s.path + "/m", false), shard = load(s.path + "/m", true);
+    const int64_t hd = config.head_dim();
+    const TensorParallelPlan p = plan_tensor_parallel(config, world()->size(), world()->rank());
+    for (size_t l = 0; l < 3; ++l) {
+      const LlamaLayerWeights &w = whole.weights().layers[l], &r = shard.weights().layers[l];
+      ASSERT_TRUE(w.bq.defined() && r.bq.defined());
+      EXPECT_TRUE(at::equal(r.bq, w.bq.narrow(0, p.head_begin * hd, p.heads * hd))) << "layer " << l;
+      EXPECT_TRUE(at::equal(r.bk, w.bk.narrow(0, p.kv_head_begin * hd, p.kv_heads * hd))) << "layer " << l;
+      EXPECT_TRUE(at::equal(r.bv, w.bv.narrow(0, p.kv_head_begin * hd, p.kv_heads * hd))) << "layer " << l;
+      EXPECT_EQ(r.bo.defined(), config.o_bias());
+      if (config.o_bias()) {
+        EXPECT_TRUE(at::equal(r.bo, w.bo)) << "o_proj's bias is replicated";
+      }
+    }
+    PackedStream d1(text(), 1, 16, 3), d2(text(), 1, 16, 3);
+    at::Tensor tokens = PackedStream(text(), 1, 16, 7).next(2);
+    {
+      at::NoGradGuard no_grad;
+      EXPECT_LT(max_rel(shard.forward(tokens).logits, whole.forward(tokens).logits), kTol);
+    }
+    LoraLlama ref(whole, {}, lora()), tp(shard, {}, lora());
+    TrainResult r1 = train(ref, d1, train_config("", 4)), r2 = train(tp, d2, train_config("", 4));
+    ASSERT_EQ(r1.steps.size(), r2.steps.size());
+    for (size_t i = 0; i < r1.steps.size(); ++i) EXPECT_LT(rel(r2.steps[i].loss, r1.steps[i].loss), kTol) << "step " << i + 1;
+    at::NoGradGuard no_grad;
+    at::Tensor want = ref.merged_model().forward(tokens).logits;
+    EXPECT_LT(max_rel(tp.merged_model().forward(tokens).logits, want), kTol);
+    EXPECT_LT(max_rel(tp.forward(tokens, false), want), 1e-4) << "adapted forward = merged model";
+  }
 }
 
 TEST(LoraTp, CheckpointsHoldFullTensorsAndResumeAtAnotherTpSize) {

@@ -242,3 +242,50 @@ TEST(Planner, JsonHasThePrintedFields) {
 
 }  // namespace
 }  // namespace layerprune
+
+namespace layerprune {
+namespace {
+
+LlamaConfig family_config(const std::string& name) {
+  return LlamaConfig::from_file(testing::source_file("tests/golden/configs/" + name));
+}
+
+// The published parameter counts of the families (tests/golden/configs/), from the formula by hand:
+// per layer 2 D^2 (q, o) + 2 D KV hd (k, v) + 3 D F + 2 D (norms) [+ (H + 2 KV) hd q/k/v biases], then the
+// embedding, the head unless tied, and the final norm.
+TEST(Planner, ParameterCountsOfTheFamilies) {
+  auto count = [](double L, double D, double H, double KV, double hd, double F, double V, bool tied, bool bias) {
+    return L * (2 * D * D + 2 * D * KV * hd + 3 * D * F + 2 * D + (bias ? (H + 2 * KV) * hd : 0)) +
+           V * D * (tied ? 1 : 2) + D;
+  };
+  EXPECT_EQ(count(32, 4096, 32, 8, 128, 14336, 128256, false, false), 8030261248.0);  // "8.03B"
+  EXPECT_EQ(plan_memory(family_config("Llama-3.1-8B.json"), opts(1)).model_params, 8030261248LL);
+  EXPECT_EQ(count(16, 2048, 32, 8, 64, 8192, 128256, true, false), 1235814400.0);     // "1.24B"
+  EXPECT_EQ(plan_memory(family_config("Llama-3.2-1B.json"), opts(1)).model_params, 1235814400LL);
+  EXPECT_EQ(count(32, 4096, 32, 8, 128, 14336, 32000, false, false), 7241732096.0);   // "7.24B"
+  EXPECT_EQ(plan_memory(family_config("Mistral-7B-v0.1.json"), opts(1)).model_params, 7241732096LL);
+  EXPECT_EQ(count(28, 3584, 28, 4, 128, 18944, 152064, false, true), 7615616512.0);   // "7.62B"
+  const LlamaConfig qwen = family_config("Qwen2-7B.json");
+  MemoryPlan p1 = plan_memory(qwen, opts(1));
+  EXPECT_EQ(p1.model_params, 7615616512LL);
+  EXPECT_EQ(p1.rank_bias_params, 28 * (28 + 2 * 4) * 128);
+  EXPECT_EQ(p1.bias_bytes, 28.0 * (28 + 2 * 4) * 128 * 2);
+  // tp 2: 14 query heads and 2 KV heads per rank; the biases split with them.
+  MemoryPlan p2 = plan_memory(qwen, opts(2));
+  EXPECT_EQ(p2.rank_bias_params, 28 * (14 + 2 * 2) * 128);
+  EXPECT_EQ(p2.weight_bytes, p2.linear_bytes + p2.embedding_bytes + p2.lm_head_bytes + p2.norm_bytes + p2.bias_bytes);
+  // tp 4 = 4 KV heads: each rank holds one KV head and its biases.
+  EXPECT_EQ(plan_memory(qwen, opts(4)).rank_bias_params, 28 * (7 + 2 * 1) * 128);
+  EXPECT_CONTAINS(format_plan(p2), "attention biases (q/k/v split)");
+  EXPECT_EQ(plan_to_json(p2)["parameters_per_rank"]["biases"], 28 * (14 + 2 * 2) * 128);
+  EXPECT_EQ(plan_memory(family_config("Llama-3.1-8B.json"), opts(1)).rank_bias_params, 0);
+  // Llama's attention_bias: q/k/v biases split, o_proj's (D) replicated on every rank.
+  LlamaConfig biased = family_config("Llama-3.1-8B.json");
+  biased.attention_bias = true;
+  EXPECT_EQ(plan_memory(biased, opts(1)).model_params, 8030261248LL + 32 * ((32 + 2 * 8) * 128 + 4096));
+  EXPECT_EQ(plan_memory(biased, opts(2)).rank_bias_params, 32 * ((16 + 2 * 4) * 128 + 4096));
+  EXPECT_EQ(format_plan(plan_memory(family_config("Llama-3.1-8B.json"), opts(1))).find("biases"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace layerprune

@@ -89,6 +89,19 @@ TEST(TensorParallelPlan, ColumnParallelInRowsRowParallelInColumns) {
   EXPECT_EQ(rule("lm_head.weight").begin, 25);
   EXPECT_EQ(rule("model.embed_tokens.weight").kind, ShardRule::kReplicated);
   EXPECT_EQ(rule("model.layers.0.input_layernorm.weight").kind, ShardRule::kReplicated);
+  // Qwen2's biases go with their weight's rows.
+  EXPECT_EQ(rule("model.layers.1.self_attn.q_proj.bias").kind, ShardRule::kRows);
+  EXPECT_EQ(rule("model.layers.1.self_attn.q_proj.bias").begin, 32);
+  EXPECT_EQ(rule("model.layers.1.self_attn.q_proj.bias").end, 64);
+  EXPECT_EQ(rule("model.layers.1.self_attn.k_proj.bias").begin, 16);
+  EXPECT_EQ(rule("model.layers.1.self_attn.v_proj.bias").end, 32);
+  // Replicated KV heads (tp 4 > 2 KV heads): ranks 2 and 3 both hold KV head 1 and its bias.
+  LlamaConfig gqa2 = shape(64, 1, 8, 2, 96, 50);
+  for (int r : {2, 3}) {
+    ShardRule b = shard_rule("model.layers.0.self_attn.k_proj.bias", gqa2, plan_tensor_parallel(gqa2, 4, r));
+    EXPECT_EQ(b.begin, 8);
+    EXPECT_EQ(b.end, 16);
+  }
 }
 
 // ---- layerprune-worker under mpirun ----
@@ -156,6 +169,8 @@ uint64_t expected_shard_bytes(const LlamaConfig& c, int tp, int rank, uint64_t e
                    + 2 * p.heads * hd * D                  // q rows, o columns
                    + 2 * p.kv_heads * hd * D               // k, v rows
                    + 3 * uint64_t(p.ffn_end - p.ffn_begin) * D;
+  if (c.qkv_bias()) layer += (p.heads + 2 * p.kv_heads) * hd;  // Qwen2: the biases of those rows
+  if (c.o_bias()) layer += D;                                  // Llama attention_bias: o_proj's, replicated
   uint64_t total = c.num_hidden_layers * layer + D + uint64_t(c.vocab_size) * D;  // + final norm, embedding
   if (!c.tie_word_embeddings) total += uint64_t(p.vocab_end - p.vocab_begin) * D;
   return total * elem;
@@ -234,6 +249,20 @@ TEST_F(WorkerTp, GqaModelsWithOwnAndReplicatedKvHeads) {
   make_random_model(shape(64, 2, 8, 2, 96, 256, /*tie=*/true), gqa2, tied);
   for (int np : {2, 4}) check(gqa4, np);
   check(gqa2, 4);  // TP 4 > 2 KV heads: each replicated on 2 ranks
+}
+
+// The families' transformers-made models (tests/golden/family_*): Qwen2's biases split with their rows,
+// Mistral's sliding window (4, shorter than the 11-token test sequence) on every rank. Their weights are
+// N(0, 0.2^2), ten times HF's initialisation, so the residual stream grows large and the row-parallel sums
+// (another summation order) differ by slightly more than 1e-5 relative (measured 1.06e-5): 3e-5 here.
+TEST_F(WorkerTp, FamilyModelsWithBiasesAndSlidingWindow) {
+  const double tol = 3e-5;
+  check(testing::source_file("tests/golden/family_qwen2"), 1, {}, tol);
+  check(testing::source_file("tests/golden/family_qwen2"), 2, {}, tol);
+  check(testing::source_file("tests/golden/family_qwen2"), 2, {1}, tol);
+  check(testing::source_file("tests/golden/family_mistral"), 2, {}, tol);
+  check(testing::source_file("tests/golden/family_llama3"), 2, {}, tol);
+  check(testing::source_file("tests/golden/family_linear"), 2, {}, tol);  // attention_bias: o_proj's too
 }
 
 TEST_F(WorkerTp, EachRankHoldsItsShardNotTheModel) {
