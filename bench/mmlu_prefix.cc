@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     make_random_model(c, dir, o);
   }
   LlamaModel model = LlamaModel::load(dir);
-  Tokenizer tok = Tokenizer::load(dir + "/tokenizer.model");
+  Tokenizer tok = Tokenizer::load_dir(dir);
   MmluReadOptions ro;
   ro.subjects = split_commas(p.get("subjects"));
   ro.shots = p.get_int("shots");

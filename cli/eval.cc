@@ -33,6 +33,7 @@ int eval(int argc, char** argv) {
   ArgParser p("eval", "MMLU (k-shot) or BoolQ (0-shot) accuracy of a model, whole or with layers dropped, scored as\n"
                       "lm-evaluation-harness v0.4 scores them.");
   add_model_flags(p);
+  add_bos_flags(p);
   p.option("task", "mmlu | boolq")
       .option("data", "MMLU directory (dev/ and test/ CSVs, either layout) or BoolQ JSONL (default: located, see "
                       "`layerprune locate mmlu|boolq`)", "")
@@ -43,7 +44,6 @@ int eval(int argc, char** argv) {
       .option("layers", "kept layers, comma-separated (default: all)", "")
       .option("drop", "dropped layers, comma-separated (the rest are kept)", "")
       .option("batch", "sequences per forward pass (does not change any answer)", "8")
-      .flag("add-bos", "prepend BOS to every context (the harness's add_bos_token=True)")
       .flag("no-prefix-cache", "MMLU: run each question's full prompt, not its subject's shared few-shot prefix once + "
                                "the question on its cached keys/values (same answers)")
       .option("records", "write one JSON line per question (log-likelihoods, prediction, gold) to this file", "")
@@ -82,7 +82,7 @@ int eval(int argc, char** argv) {
   LoadedModel m = load_model(p);
   EvalOptions eo;
   eo.batch_size = batch;
-  eo.add_bos = p.flag_set("add-bos");
+  eo.add_bos = add_bos_from_flags(p, m.tokenizer);
   eo.reuse_prefix = !p.flag_set("no-prefix-cache");
   eo.layers = kept_layers_from(p.get("layers"), p.get("drop"), m.model.config().num_hidden_layers);
   std::vector<int64_t> kept = m.model.kept_layers(eo.layers);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "formats/gguf_llama.h"
 #include "model/llama2c.h"
 
 namespace layerprune::cli {
@@ -22,24 +23,28 @@ void prepare_models(Experiment& e, const std::string& models_dir) {
   for (size_t i = 0; i < e.models.size(); ++i) {
     ModelSpec& m = e.models[i];
     if (m.format == "hf") {
-      for (const char* f : {"config.json", "tokenizer.model"})
-        if (!fs::exists(fs::path(m.path) / f))
-          throw InputError(where(e, i) + "model " + m.name + ": " + m.path + " has no " + f +
-                           " (a Hugging Face model directory with its SentencePiece tokenizer)");
+      if (!fs::exists(fs::path(m.path) / "config.json"))
+        throw InputError(where(e, i) + "model " + m.name + ": " + m.path + " has no config.json (a Hugging Face model directory)");
+      if (!fs::exists(fs::path(m.path) / "tokenizer.model") && !fs::exists(fs::path(m.path) / "tokenizer.json"))
+        throw InputError(where(e, i) + "model " + m.name + ": " + m.path +
+                         " has neither tokenizer.model (SentencePiece) nor tokenizer.json (a Hugging Face model directory)");
       continue;
     }
-    if (!fs::is_regular_file(m.path)) throw InputError(where(e, i) + "model " + m.name + ": no llama2.c checkpoint at " + m.path);
-    if (!fs::is_regular_file(m.tokenizer))
+    const bool gguf = m.format == "gguf";
+    if (!fs::is_regular_file(m.path))
+      throw InputError(where(e, i) + "model " + m.name + ": no " + (gguf ? "GGUF file" : "llama2.c checkpoint") + " at " + m.path);
+    if (!gguf && !fs::is_regular_file(m.tokenizer))
       throw InputError(where(e, i) + "model " + m.name + ": no tokenizer at " + m.tokenizer);
     const std::string out = fs::absolute(fs::path(models_dir) / m.name).lexically_normal().string();
     if (!fs::exists(out + "/config.json")) {
       // Into a temporary directory, then renamed: a half-written conversion is never mistaken for a model.
       const std::string tmp = out + ".partial-" + std::to_string(getpid());
       fs::remove_all(tmp);
-      convert_llama2c(m.path, m.tokenizer, tmp);
+      if (gguf) convert_gguf(m.path, tmp);
+      else convert_llama2c(m.path, m.tokenizer, tmp);
       fs::remove_all(out);
       fs::rename(tmp, out);
-      std::fprintf(stderr, "converted %s (llama2.c) -> %s\n", m.path.c_str(), out.c_str());
+      std::fprintf(stderr, "converted %s (%s) -> %s\n", m.path.c_str(), gguf ? "GGUF" : "llama2.c", out.c_str());
     }
     m.path = out;
     m.format = "hf";

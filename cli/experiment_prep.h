@@ -1,6 +1,7 @@
-// Getting an experiment's models into the form workers load: a llama2.c checkpoint is converted once into
-// a Hugging Face directory (model/llama2c.h) under `models_dir/<name>`, and the experiment's model spec is
-// rewritten to point at it. Hugging Face models are checked for config.json and tokenizer.model.
+// Getting an experiment's models into the form workers load: a llama2.c checkpoint (model/llama2c.h) or a
+// GGUF file (formats/gguf_llama.h) is converted once into a Hugging Face directory under
+// `models_dir/<name>`, and the experiment's model spec is rewritten to point at it. Hugging Face models are
+// checked for config.json and a tokenizer (tokenizer.model or tokenizer.json).
 #pragma once
 #include <string>
 

@@ -95,7 +95,7 @@ int heal(int argc, char** argv) {
     throw InputError("--seq-len " + std::to_string(seq_len) + " exceeds the model's " +
                      std::to_string(m.model.config().max_position_embeddings) + " positions");
 
-  const int32_t bos = m.tokenizer.bos_id();
+  const int32_t bos = m.tokenizer.sequence_bos();  // none when the tokenizer adds none (SmolLM2)
   std::vector<int32_t> eval_stream = m.tokenizer.encode(read_text_stream(eval_path), false);
   LossOptions lo;
   lo.context = p.get_int("eval-context");

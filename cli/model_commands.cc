@@ -77,7 +77,7 @@ int convert(int argc, char** argv) {
 }
 
 int generate(int argc, char** argv) {
-  ArgParser p("generate", "Greedy generation: the prompt (BOS + its tokens) then the most likely token at each step,\n"
+  ArgParser p("generate", "Greedy generation: the prompt ([BOS] + its tokens) then the most likely token at each step,\n"
                           "until --max-new-tokens, the end of the context, or BOS/EOS. The text is printed as\n"
                           "llama2.c's run.c prints it, so the two can be compared on the same checkpoint.");
   add_model_flags(p);
@@ -127,11 +127,12 @@ int loss(int argc, char** argv) {
   lo.batch_size = p.get_int("batch-size");
   lo.max_windows = p.get_int("max-windows");
   lo.layers = kept_layers_from(p.get("layers"), p.get("drop"), m.model.config().num_hidden_layers);
-  LossResult r = stream_loss(m.model, ids, m.tokenizer.bos_id(), lo);
+  LossResult r = stream_loss(m.model, ids, m.tokenizer.sequence_bos(), lo);
   if (p.flag_set("json")) {
     std::cout << json{{"mean_nll", r.mean_nll}, {"mean_nll_over_ln_vocab", r.normalized},
                       {"stream_tokens", r.stream_tokens}, {"windows", r.windows},
                       {"predicted_tokens", r.predicted_tokens}, {"context", r.context},
+                      {"add_bos", m.tokenizer.add_bos_default()},
                       {"data", p.get("data")}, {"data_sha256", sha256_hex(text)}, {"recipe", kLossRecipe},
                       {"model", p.get("model")}, {"layers", m.model.kept_layers(lo.layers)},
                       {"tokenizer_sha256", m.tokenizer.file_sha256()}, {"code_version", layerprune_version()}}.dump()

@@ -14,7 +14,13 @@ struct LoadedModel {
   Tokenizer tokenizer;
 };
 
-// Sets the thread count, loads --model DIR (config.json, safetensors, tokenizer.model) and logs to stderr.
+// Sets the thread count, loads --model DIR (config.json, safetensors, tokenizer.model or tokenizer.json)
+// and logs to stderr.
 LoadedModel load_model(const ArgParser& p);
+
+// --add-bos / --no-add-bos: whether prompts start with BOS. Neither: the tokenizer's own choice
+// (tokenizer_config.json's add_bos_token; Tokenizer::add_bos_default), as lm-evaluation-harness decides.
+void add_bos_flags(ArgParser& p);
+bool add_bos_from_flags(const ArgParser& p, const Tokenizer& tokenizer);
 
 }  // namespace layerprune::cli

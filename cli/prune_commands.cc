@@ -61,6 +61,7 @@ DistanceResult distances_for(const ArgParser& p, const LoadedModel& m) {
   const int64_t seed = p.get_int("seed");
   if (seed < 0) throw UsageError("--seed must be >= 0");
   recipe.seed = uint64_t(seed);
+  recipe.add_bos = m.tokenizer.add_bos_default();
   if (p.get("data").empty()) throw UsageError("--data (calibration text) is needed to measure distances");
   const std::string data = locate_data(p.get("data"));
   const std::string dir = p.get("model");
@@ -244,6 +245,7 @@ int sweep(int argc, char** argv) {
                        "shared-prefix sweep (the base model runs once per batch; each variant resumes from its\n"
                        "first dropped layer), which gives the same numbers as evaluating each pruned model alone.");
   add_model_flags(p);
+  add_bos_flags(p);
   add_calibration_flags(p);
   p.option("strategies", "comma-separated: similarity, simple", "similarity,simple")
       .option("fractions", "comma-separated pruning fractions (default: every n = 0..L-1)", "")
@@ -257,7 +259,6 @@ int sweep(int argc, char** argv) {
       .option("loss-data", "held-out text for the loss of each variant (\"\": no loss)", "")
       .option("loss-windows", "loss windows per variant (0: all)", "0")
       .option("batch", "rows per forward pass", "8")
-      .flag("add-bos", "prepend BOS to every prompt (lm-evaluation-harness does not, for causal models)")
       .epilog(std::string(kEvalRecipe) + "\n" + kCalibrationHelp);
   if (!p.parse(argc, argv)) return 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -291,7 +292,7 @@ int sweep(int argc, char** argv) {
     spec.loss_seq_len = 0;  // the model's context
     spec.loss_windows = p.get_int("loss-windows");
   }
-  const EvalData data = load_eval_data(spec, Tokenizer::load(p.get("model") + "/tokenizer.model"));
+  const EvalData data = load_eval_data(spec, Tokenizer::load_dir(p.get("model")));
   LoadedModel m = load_model(p);
   const int64_t L = m.model.config().num_hidden_layers;
   std::vector<int64_t> ns;
@@ -316,7 +317,7 @@ int sweep(int argc, char** argv) {
     for (Strategy s : strategies) points.push_back({"", strategy_name(s), n});
   EvalOptions eo;
   eo.batch_size = p.get_int("batch");
-  eo.add_bos = p.flag_set("add-bos");
+  eo.add_bos = add_bos_from_flags(p, m.tokenizer);
   EvaluateStats stats;
   const std::vector<PointResult> results =
       evaluate_points(m.model, m.tokenizer, data, points, need_distances ? &dist.table : nullptr, eo, &stats);

@@ -15,6 +15,8 @@
 #include "common/data_locator.h"
 #include "common/error.h"
 #include "common/text_file.h"
+#include "formats/gguf.h"
+#include "formats/gguf_llama.h"
 #include "formats/llama_config.h"
 #include "experiment/pruning.h"
 
@@ -26,7 +28,7 @@ using nlohmann::json;
 namespace {
 
 const std::vector<std::string> kStrategies = {"similarity", "simple"};
-const std::vector<std::string> kFormats = {"hf", "llama2c"};
+const std::vector<std::string> kFormats = {"hf", "llama2c", "gguf"};
 const std::vector<std::string> kDtypes = {"float32", "bfloat16"};
 const std::vector<std::string> kQuants = {"none", "nf4"};
 // model/lora.h's projection names (that header needs LibTorch; the coordinator must not).
@@ -276,11 +278,12 @@ ModelSpec read_model(const Reader& r, const Field& f, Experiment& e) {
     }
   }
   if (!path_field)
-    r.fail(f, "missing 'path' (a Hugging Face model directory, or a llama2.c .bin with format: llama2c)");
+    r.fail(f, "missing 'path' (a Hugging Face model directory, a llama2.c .bin with format: llama2c, or a .gguf "
+              "with format: gguf)");
   if (m.format == "llama2c" && m.tokenizer.empty())
     r.fail(f, "format llama2c needs 'tokenizer' (the SentencePiece tokenizer.model the checkpoint was trained with)");
-  if (m.format == "hf" && !m.tokenizer.empty())
-    r.fail(f, "'tokenizer' is for format llama2c only; a Hugging Face directory holds its own tokenizer.model");
+  if (m.format != "llama2c" && !m.tokenizer.empty())
+    r.fail(f, "'tokenizer' is for format llama2c only; a Hugging Face directory and a GGUF file hold their own");
   if (m.name.empty()) {
     // The default name: the directory or file name without extension ("Llama-2-7b-hf", "stories260K").
     m.name = fs::path(m.path).filename().empty() ? fs::path(m.path).parent_path().filename().stem().string()
@@ -323,10 +326,11 @@ void read_pruning(const Reader& r, const Field& f, Experiment& e) {
   if (!any) r.fail(f, "missing 'fractions' (e.g. [0.0, 0.1, 0.2]) or 'layers' (numbers of layers to drop, e.g. [0, 1, 2])");
 }
 
-HealingSpec read_healing_entry(const Reader& r, const Field& f) {
+HealingSpec read_healing_entry(const Reader& r, const Field& f, Experiment& e) {
   static const std::vector<std::string> known = {
       "name", "quant", "rank", "alpha", "dropout", "targets", "train_data", "steps", "global_batch", "micro_batch",
-      "seq_len", "warmup", "lr", "min_lr_ratio", "checkpoint_every", "train_range", "heal_unpruned"};
+      "seq_len", "warmup", "lr", "min_lr_ratio", "checkpoint_every", "train_range", "heal_unpruned", "fractions",
+      "layers"};
   HealingSpec h;
   h.enabled = true;
   bool named = false;
@@ -379,8 +383,19 @@ HealingSpec read_healing_entry(const Reader& r, const Field& f) {
       std::tie(h.train_begin, h.train_end) = r.range(x);
     } else if (k == "heal_unpruned") {
       h.heal_unpruned = r.boolean(x);
+    } else if (k == "fractions") {
+      for (const Field& item : r.list_items(x, "pruning fractions to heal at, in [0, 1)")) {
+        h.fractions.push_back(r.real(item, 0.0, 1.0));
+        e.locations[item.path] = r.where(item);
+      }
+    } else if (k == "layers") {
+      for (const Field& item : r.list_items(x, "pruning depths n to heal at (n >= 0)")) {
+        h.layer_counts.push_back(r.integer(item, 0));
+        e.locations[item.path] = r.where(item);
+      }
     }
   }
+  if (!h.fractions.empty() && !h.layer_counts.empty()) r.fail(f, "give either 'fractions' or 'layers', not both");
   if (!named) h.name = h.quant == "nf4" ? "qlora" : "lora";
   if (h.train_data.empty()) r.fail(f, "missing 'train_data' (the healing text: C4-style .jsonl or plain text)");
   if (h.global_batch % h.micro_batch != 0)
@@ -398,7 +413,7 @@ void read_healing(const Reader& r, const Field& f, Experiment& e) {
         r.fail(item, "expected 'off' or a map of QLoRA settings (quant, rank, steps, ...), found " +
                          Reader::found(item.value));
     } else if (item.value.IsMap()) {
-      h = read_healing_entry(r, item);
+      h = read_healing_entry(r, item, e);
     } else {
       r.fail(item, "expected 'off' or a map of QLoRA settings, found " + Reader::found(item.value));
     }
@@ -666,7 +681,9 @@ void to_json(json& j, const HealingSpec& h) {
            {"checkpoint_every", h.checkpoint_every},
            {"train_begin", h.train_begin},
            {"train_end", h.train_end},
-           {"heal_unpruned", h.heal_unpruned}};
+           {"heal_unpruned", h.heal_unpruned},
+           {"fractions", h.fractions},
+           {"layers", h.layer_counts}};
 }
 void from_json(const json& j, HealingSpec& h) {
   require_object(j, "healing");
@@ -690,6 +707,8 @@ void from_json(const json& j, HealingSpec& h) {
   read_if(j, "train_begin", h.train_begin, w);
   read_if(j, "train_end", h.train_end, w);
   read_if(j, "heal_unpruned", h.heal_unpruned, w);
+  read_if(j, "fractions", h.fractions, w);
+  read_if(j, "layers", h.layer_counts, w);
 }
 
 void to_json(json& j, const EvaluationSpec& e) {
@@ -799,6 +818,10 @@ int64_t default_layer_resolver(const ModelSpec& model) {
                        std::to_string(kv) + ")");
     return layers;
   }
+  if (model.format == "gguf") {
+    if (!fs::is_regular_file(model.path)) throw InputError(who + model.path + " not found (expected a GGUF file)");
+    return gguf_llama_config(*GgufFile::open(model.path)).num_hidden_layers;
+  }
   if (!fs::exists(model.path))
     throw InputError(who + model.path + " not found (expected a Hugging Face model directory with config.json)");
   const std::string config = (fs::path(model.path) / "config.json").string();
@@ -835,6 +858,7 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
   ExperimentPlan plan;
   plan.experiment = experiment;
   std::vector<std::vector<int64_t>> depths(e.models.size());  // distinct n per model, ascending
+  std::vector<std::vector<std::set<int64_t>>> heal_depths(e.models.size(), std::vector<std::set<int64_t>>(e.healing.size()));
   for (size_t i = 0; i < e.models.size(); ++i) {
     ModelSpec& m = plan.experiment.models[i];
     const std::string model_at = "models[" + std::to_string(i) + "]";
@@ -867,6 +891,27 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
       ns.insert(n);
     }
     depths[i].assign(ns.begin(), ns.end());
+    // Depths each healing entry runs at: its own fractions/layers (each one of the pruning depths), or all.
+    for (size_t hi = 0; hi < e.healing.size(); ++hi) {
+      const HealingSpec& h = e.healing[hi];
+      std::set<int64_t>& at_n = heal_depths[i][hi];
+      if (h.fractions.empty() && h.layer_counts.empty()) {
+        at_n = ns;
+        continue;
+      }
+      const std::string where_h = "healing[" + std::to_string(hi) + "]";
+      auto add = [&](int64_t n, const std::string& field, const std::string& given) {
+        if (!ns.count(n))
+          throw InputError(at(e, field) + field + ": " + given + " is n = " + std::to_string(n) + " for model '" +
+                           m.name + "', which is not one of the pruning depths");
+        at_n.insert(n);
+      };
+      for (size_t k = 0; k < h.fractions.size(); ++k)
+        add(layers_to_prune(h.fractions[k], L), where_h + ".fractions[" + std::to_string(k) + "]",
+            "fraction " + number(h.fractions[k]));
+      for (size_t k = 0; k < h.layer_counts.size(); ++k)
+        add(h.layer_counts[k], where_h + ".layers[" + std::to_string(k) + "]", "depth " + std::to_string(h.layer_counts[k]));
+    }
   }
 
   // Points: model, then n ascending, then strategy, healing and seed in the YAML's order; n = 0 once ("none").
@@ -875,9 +920,11 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
     for (int64_t n : depths[i]) {
       const std::vector<std::string> strategies = n == 0 ? std::vector<std::string>{"none"} : e.strategies;
       for (const std::string& s : strategies)
-        for (const HealingSpec& h : e.healing)
+        for (size_t hi = 0; hi < e.healing.size(); ++hi)
           for (uint64_t seed : e.seeds) {
+            const HealingSpec& h = e.healing[hi];
             if (n == 0 && h.enabled && !h.heal_unpruned) continue;
+            if (h.enabled && !heal_depths[i][hi].count(n)) continue;
             GridPoint p;
             p.model = m.name;
             p.n = n;

@@ -30,8 +30,8 @@ namespace layerprune {
 
 struct ModelSpec {
   std::string name;            // unique within the experiment; used in keys ("stories260k")
-  std::string path;            // Hugging Face directory, or a llama2.c checkpoint when format == "llama2c"
-  std::string format = "hf";   // "hf" | "llama2c" (converted to an HF directory before submission)
+  std::string path;            // Hugging Face directory, or the checkpoint file of format llama2c or gguf
+  std::string format = "hf";   // "hf" | "llama2c" | "gguf" (the last two converted to an HF directory before submission)
   std::string tokenizer;       // llama2c only: the SentencePiece tokenizer.model
   std::string dtype = "bfloat16";  // "float32" | "bfloat16"
   int tp = 1;                  // tensor-parallel ranks per worker group
@@ -64,6 +64,10 @@ struct HealingSpec {
   // Also heal the unpruned model (n = 0): fine-tuning alone, a point of its own. false saves a full
   // healing run per model; the healed curves then start from the unpruned model's numbers.
   bool heal_unpruned = true;
+  // The pruning depths this healing runs at, as fractions or as n (each must be one of pruning's depths);
+  // both empty: every depth. Healing is the expensive part of a sweep: a few depths draw its curve.
+  std::vector<double> fractions;
+  std::vector<int64_t> layer_counts;
 };
 
 struct EvaluationSpec {

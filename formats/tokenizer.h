@@ -80,10 +80,14 @@ class Tokenizer {
   const std::string& file_sha256() const;
   const std::string& path() const;
 
-  // Whether this model's prompts start with BOS: tokenizer_config.json's add_bos_token when load_dir read
-  // one; else, for a tokenizer.json, whether its post-processor adds BOS; else false (SentencePiece without
-  // a config, as before).
+  // Whether this model's prompts start with BOS (evaluation, loss windows, calibration and training
+  // sequences follow it; lm-evaluation-harness 0.4.13 does the same): tokenizer_config.json's add_bos_token
+  // when load_dir read one; else, for a tokenizer.json, whether its post-processor adds BOS; else, for
+  // SentencePiece, whether it has a BOS (transformers' LlamaTokenizer defaults add_bos_token to true).
+  // load() of a file alone reads no config: the same defaults.
   bool add_bos_default() const { return add_bos_default_; }
+  // The token loss windows and training sequences start with: BOS when add_bos_default(), else -1 (none).
+  int32_t sequence_bos() const { return add_bos_default_ ? bos_id() : -1; }
   // The byte-level BPE inside, or nullptr for SentencePiece.
   const BpeTokenizer* bpe() const { return bpe_.get(); }
 

@@ -57,7 +57,9 @@ TokenizerConfig read_tokenizer_config(const std::string& path) {
 
 Tokenizer Tokenizer::load(const std::string& path) {
   if (ends_with(path, ".json")) return from_bpe(BpeTokenizer::load(path));
-  return from_bytes(read_file(path), path);  // read_file: InputError naming the file when unreadable
+  Tokenizer t = from_bytes(read_file(path), path);  // read_file: InputError naming the file when unreadable
+  t.add_bos_default_ = t.bos_id() >= 0;              // transformers' LlamaTokenizer default: add_bos_token=True
+  return t;
 }
 
 Tokenizer Tokenizer::from_bpe(const BpeTokenizer& bpe) {
@@ -76,7 +78,9 @@ Tokenizer Tokenizer::load_dir(const std::string& dir) {
   if (has_config) c = read_tokenizer_config(config);
   if (fs::exists(model)) {
     Tokenizer t = load(model);
-    t.add_bos_default_ = c.has_add_bos && c.add_bos;
+    t.add_bos_default_ = c.has_add_bos ? c.add_bos : t.bos_id() >= 0;  // LlamaTokenizer's default: true
+    if (t.add_bos_default_ && t.bos_id() < 0)
+      throw InputError(config + ": add_bos_token is true but the tokenizer has no BOS token");
     return t;
   }
   if (!fs::exists(json_file))

@@ -31,10 +31,10 @@ double learning_rate(const TrainConfig& c, int64_t step) {
 PackedStream::PackedStream(std::vector<int32_t> tokens, int32_t bos, int64_t seq_len, uint64_t seed)
     : tokens_(std::move(tokens)), bos_(bos), seq_len_(seq_len), seed_(seed) {
   if (seq_len_ < 2) throw InputError("training sequences need at least 2 tokens");
-  windows_ = int64_t(tokens_.size()) / (seq_len_ - 1);
+  windows_ = int64_t(tokens_.size()) / window_tokens();
   if (windows_ < 1)
     throw InputError("the training text has " + std::to_string(tokens_.size()) + " tokens, fewer than one sequence of " +
-                     std::to_string(seq_len_ - 1));
+                     std::to_string(window_tokens()));
 }
 
 int64_t PackedStream::window_at(int64_t position) {
@@ -52,9 +52,13 @@ at::Tensor PackedStream::next(int64_t batch) {
   at::Tensor out = at::empty({batch, seq_len_}, at::kLong);
   auto acc = out.accessor<int64_t, 2>();
   for (int64_t b = 0; b < batch; ++b) {
-    const int32_t* src = tokens_.data() + window_at(position_++) * (seq_len_ - 1);
-    acc[b][0] = bos_;
-    for (int64_t t = 1; t < seq_len_; ++t) acc[b][t] = src[t - 1];
+    const int32_t* src = tokens_.data() + window_at(position_++) * window_tokens();
+    if (bos_ >= 0) {
+      acc[b][0] = bos_;
+      for (int64_t t = 1; t < seq_len_; ++t) acc[b][t] = src[t - 1];
+    } else {
+      for (int64_t t = 0; t < seq_len_; ++t) acc[b][t] = src[t];
+    }
   }
   return out;
 }

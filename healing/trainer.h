@@ -38,7 +38,8 @@ struct TrainConfig {
 double learning_rate(const TrainConfig& config, int64_t step);
 
 // Packed training sequences: the token stream cut into consecutive windows of seq_len - 1 tokens, each
-// prefixed with BOS; windows visited in a seeded random order, a new order each pass over the data.
+// prefixed with BOS (bos < 0, for a tokenizer that adds none: windows of seq_len tokens as they are);
+// windows visited in a seeded random order, a new order each pass over the data.
 class PackedStream {
  public:
   PackedStream(std::vector<int32_t> tokens, int32_t bos, int64_t seq_len, uint64_t seed);
@@ -50,6 +51,7 @@ class PackedStream {
 
  private:
   int64_t window_at(int64_t position);
+  int64_t window_tokens() const { return bos_ >= 0 ? seq_len_ - 1 : seq_len_; }  // stream tokens per sequence
   std::vector<int32_t> tokens_;
   int32_t bos_;
   int64_t seq_len_, windows_, position_ = 0, epoch_ = -1;

@@ -24,7 +24,7 @@ std::string CalibrationRecipe::to_json() const {
   // Key order is fixed by nlohmann::json's sorted maps; "rules" names the sampling/tokenizing rules above
   // so that a change to them changes every key.
   return nlohmann::json{{"samples", samples}, {"seq_len", seq_len}, {"seed", seed},
-                        {"rules", "sha256-order,bos,truncate/v1"}}
+                        {"rules", add_bos ? "sha256-order,bos,truncate/v1" : "sha256-order,nobos,truncate/v1"}}
       .dump();
 }
 
@@ -38,7 +38,7 @@ CalibrationSet build_calibration(const std::string& path, const Tokenizer& token
                                  int64_t max_positions) {
   if (recipe.samples < 1) throw InputError("calibration: samples must be at least 1");
   if (recipe.seq_len < 2) throw InputError("calibration: seq_len must be at least 2 tokens");
-  if (tokenizer.bos_id() < 0) throw InputError(tokenizer.path() + ": the tokenizer has no BOS token");
+  if (recipe.add_bos && tokenizer.bos_id() < 0) throw InputError(tokenizer.path() + ": the tokenizer has no BOS token");
   CalibrationSet set;
   std::vector<std::string> all = read_documents(path);
   std::vector<int64_t> usable;
@@ -55,7 +55,7 @@ CalibrationSet build_calibration(const std::string& path, const Tokenizer& token
   const int64_t len = std::min(recipe.seq_len, max_positions);
   for (int64_t k = 0; k < recipe.samples; ++k) {
     const int64_t i = order[size_t(k)].second;
-    std::vector<int32_t> ids = tokenizer.encode(all[size_t(i)], /*add_bos=*/true);
+    std::vector<int32_t> ids = tokenizer.encode(all[size_t(i)], recipe.add_bos);
     if (int64_t(ids.size()) > len) ids.resize(size_t(len));
     set.chosen.push_back(i);
     set.sequences.push_back(std::move(ids));
@@ -149,6 +149,7 @@ DistanceResult DistanceResult::from_json(const std::string& text, const std::str
     r.recipe.samples = c.at("recipe").at("samples").get<int64_t>();
     r.recipe.seq_len = c.at("recipe").at("seq_len").get<int64_t>();
     r.recipe.seed = c.at("recipe").at("seed").get<uint64_t>();
+    r.recipe.add_bos = c.at("recipe").value("rules", std::string()).find("nobos") == std::string::npos;
     const int64_t L = j.at("layers").get<int64_t>();
     const auto& d = j.at("distances");
     if (L < 1 || int64_t(d.size()) != L + 1) throw InputError(source + ": \"distances\" must be (layers+1) rows");

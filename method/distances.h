@@ -13,7 +13,8 @@
 //              first `samples` taken: seeded, stable, and reproducible in any language (the reference script
 //              tests/golden/make_distances_golden.py does it in Python). Fewer documents than samples is an
 //              error, not a silent smaller sample.
-//   tokens     BOS + the document's tokens, cut to `seq_len` tokens (clipped to the model's context).
+//   tokens     BOS + the document's tokens, cut to `seq_len` tokens (clipped to the model's context); no BOS
+//              for a model whose tokenizer adds none (Tokenizer::add_bos_default(), e.g. SmolLM2).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,6 +30,7 @@ struct CalibrationRecipe {
   int64_t samples = 64;
   int64_t seq_len = 512;
   uint64_t seed = 0;
+  bool add_bos = true;  // the tokenizer's add_bos_default(); "nobos" in the rules when false
   // Canonical JSON of the fields above plus the rules' version: part of the result's key.
   std::string to_json() const;
 };
@@ -37,7 +39,7 @@ struct CalibrationRecipe {
 struct CalibrationSet {
   int64_t documents = 0;                // usable documents in the file
   std::vector<int64_t> chosen;          // their indices, in sampling order
-  std::vector<std::vector<int32_t>> sequences;  // BOS + tokens, at most seq_len each
+  std::vector<std::vector<int32_t>> sequences;  // [BOS] + tokens, at most seq_len each
   int64_t tokens() const;
 };
 

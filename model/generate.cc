@@ -23,7 +23,11 @@ std::string printable(const std::string& piece) {
 GenerateResult generate_greedy(const LlamaModel& model, const Tokenizer& tokenizer, const std::string& prompt,
                                int64_t max_new_tokens, const std::function<void(const std::string&)>& on_text) {
   GenerateResult r;
-  r.prompt_ids = tokenizer.encode(prompt, /*add_bos=*/true);
+  // BOS as the tokenizer says (llama2.c's models: yes; SmolLM2: no, its BOS is the chat template's <|im_start|>).
+  const bool bos = tokenizer.add_bos_default();
+  r.prompt_ids = tokenizer.encode(prompt, bos);
+  if (r.prompt_ids.empty())
+    throw InputError("generate: the prompt is empty and the tokenizer adds no BOS: there is nothing to continue");
   const int64_t context = model.config().max_position_embeddings;
   if (int64_t(r.prompt_ids.size()) >= context)
     throw InputError("generate: the prompt has " + std::to_string(r.prompt_ids.size()) +
@@ -33,7 +37,7 @@ GenerateResult generate_greedy(const LlamaModel& model, const Tokenizer& tokeniz
     r.text += s;
     if (on_text) on_text(s);
   };
-  for (size_t i = 1; i < r.prompt_ids.size(); ++i) emit(r.prompt_ids[i - 1], r.prompt_ids[i]);
+  for (size_t i = bos ? 1 : 0; i < r.prompt_ids.size(); ++i) emit(i ? r.prompt_ids[i - 1] : -1, r.prompt_ids[i]);
 
   KVCache cache;
   at::Tensor input = at::tensor(std::vector<int64_t>(r.prompt_ids.begin(), r.prompt_ids.end()), at::kLong).unsqueeze(0);

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "common/text_file.h"
 #include "formats/safetensors.h"
@@ -136,6 +138,14 @@ Llama2cImport convert_llama2c(const std::string& checkpoint, const std::string& 
   write_file(out_dir + "/config.json", c.to_json());
   std::filesystem::copy_file(tokenizer_model, out_dir + "/tokenizer.model",
                              std::filesystem::copy_options::overwrite_existing);
+  // What transformers needs to load the tokenizer without guessing, and what decides BOS here and in
+  // lm-evaluation-harness: llama2.c's run.c starts every prompt with BOS, so add_bos_token is true.
+  nlohmann::json tc{{"tokenizer_class", "LlamaTokenizer"}, {"add_bos_token", true}, {"add_eos_token", false},
+                    {"model_max_length", c.max_position_embeddings}, {"legacy", true}};
+  if (tok.bos_id() >= 0) tc["bos_token"] = tok.piece(tok.bos_id());
+  if (tok.eos_id() >= 0) tc["eos_token"] = tok.piece(tok.eos_id());
+  if (tok.unk_id() >= 0) tc["unk_token"] = tok.piece(tok.unk_id());
+  write_file(out_dir + "/tokenizer_config.json", tc.dump(2) + "\n");
   return r;
 }
 

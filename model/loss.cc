@@ -11,9 +11,9 @@ namespace layerprune {
 
 const char* const kLossRecipe =
     "the file is tokenized as one stream (no BOS), cut into consecutive non-overlapping chunks of context-1 "
-    "tokens (final partial chunk dropped); each window is BOS + chunk; the result is the mean next-token "
-    "negative log-likelihood over all predicted tokens (context-1 per window), in nats/token and divided by "
-    "ln(vocab)";
+    "tokens (final partial chunk dropped); each window is BOS + chunk (for a model whose tokenizer adds no BOS: "
+    "chunks of context tokens, each a window); the result is the mean next-token negative log-likelihood over "
+    "all predicted tokens (context-1 per window), in nats/token and divided by ln(vocab)";
 
 LossResult stream_loss(const LlamaModel& model, const std::vector<int32_t>& stream, int32_t bos,
                        const LossOptions& options) {
@@ -31,7 +31,10 @@ LossResult stream_loss(const std::function<at::Tensor(const at::Tensor&)>& logit
   if (r.context > max_positions)
     throw InputError("loss: context " + std::to_string(r.context) + " exceeds the model's " +
                      std::to_string(max_positions) + " positions");
-  const int64_t chunk = r.context - 1;
+  // Without a BOS (bos < 0: the tokenizer adds none) a window is `context` tokens of the stream and its first
+  // token is predicted from nothing, so it is not scored: context-1 predictions per window either way.
+  const bool with_bos = bos >= 0;
+  const int64_t chunk = with_bos ? r.context - 1 : r.context;
   r.stream_tokens = int64_t(stream.size());
   r.windows = r.stream_tokens / chunk;
   if (options.max_windows > 0) r.windows = std::min(r.windows, options.max_windows);
@@ -46,16 +49,17 @@ LossResult stream_loss(const std::function<at::Tensor(const at::Tensor&)>& logit
     at::Tensor tokens = at::empty({nb, r.context}, at::kLong);
     auto acc = tokens.accessor<int64_t, 2>();
     for (int64_t b = 0; b < nb; ++b) {
-      acc[b][0] = bos;
+      if (with_bos) acc[b][0] = bos;
       const int32_t* src = stream.data() + (w0 + b) * chunk;
-      for (int64_t t = 0; t < chunk; ++t) acc[b][t + 1] = src[t];
+      for (int64_t t = 0; t < chunk; ++t) acc[b][t + (with_bos ? 1 : 0)] = src[t];
     }
+    const int64_t predicted = r.context - 1;
     at::Tensor logits = logits_of(tokens);                                   // [nb, ctx, V]
-    at::Tensor logp = at::log_softmax(logits.narrow(1, 0, chunk), -1);       // predictions for t+1
-    at::Tensor target = tokens.narrow(1, 1, chunk).unsqueeze(-1);
+    at::Tensor logp = at::log_softmax(logits.narrow(1, 0, predicted), -1);   // predictions for t+1
+    at::Tensor target = tokens.narrow(1, 1, predicted).unsqueeze(-1);
     at::Tensor nll = logp.gather(-1, target).neg();
     total += nll.to(at::kDouble).sum().item<double>();
-    r.predicted_tokens += nb * chunk;
+    r.predicted_tokens += nb * predicted;
     progress.advance(nb);
   }
   r.mean_nll = total / double(r.predicted_tokens);

@@ -3,7 +3,9 @@
 // Recipe: the corpus is tokenized as one stream (no BOS), cut into consecutive non-overlapping chunks of
 // context-1 tokens (the final partial chunk is dropped), each window is [BOS] + chunk, and the result is the
 // mean next-token negative log-likelihood over all predicted tokens (context-1 per window; the logits at
-// the last position predict nothing). Reported in nats/token and divided by ln(vocab).
+// the last position predict nothing). Reported in nats/token and divided by ln(vocab). For a model whose
+// tokenizer adds no BOS (Tokenizer::add_bos_default(); callers pass bos = -1), the chunks are `context`
+// tokens long and each is a window as it is; its first token is not predicted.
 #pragma once
 #include <cstdint>
 #include <functional>

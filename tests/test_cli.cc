@@ -228,10 +228,18 @@ TEST(Cli, EvalOnStories260K) {
   EXPECT_EQ(bj.at("data_sha256").begin().value(), "21acbfbd1e7908fddd9e626bc2a6101c5a5430bda3fbf74985b979af7a63b989");
   EXPECT_CONTAINS(bj.at("truncation").get<std::string>(), "left-truncated to 512 tokens");
   EXPECT_FALSE(bj.at("code_version").get<std::string>().empty());
-  // MMLU 5-shot with layers 2 and 3 dropped: the reference's predictions (tests/golden/stories260k_eval.json).
+  // BOS as the converted directory's tokenizer_config.json says (llama2.c models start with BOS); the flags win.
+  EXPECT_EQ(bj.at("add_bos"), true);
+  EXPECT_EQ(nlohmann::json::parse(read_file(model + "/tokenizer_config.json")).at("add_bos_token"), true);
+  CliRun nb = run("eval --model " + model + " --task boolq --limit 4 --json --threads 1 --no-add-bos");
+  ASSERT_EQ(nb.status, 0) << nb.out;
+  EXPECT_EQ(nlohmann::json::parse(nb.out).at("add_bos"), false);
+  EXPECT_EQ(run("eval --model " + model + " --task boolq --limit 4 --add-bos --no-add-bos").status, 2);
+  // MMLU 5-shot with layers 2 and 3 dropped: the reference's predictions (tests/golden/stories260k_eval.json,
+  // scored without BOS).
   std::string records = d.path() + "/records.jsonl";
   CliRun m = run("eval --model " + model + " --task mmlu --data " + mmlu +
-                 " --subjects world_religions --limit 2 --drop 2,3 --batch 3 --json --threads 1 --records " + records);
+                 " --subjects world_religions --limit 2 --drop 2,3 --batch 3 --json --threads 1 --no-add-bos --records " + records);
   ASSERT_EQ(m.status, 0) << m.out;
   auto mj = nlohmann::json::parse(m.out);
   EXPECT_EQ(mj.at("layers"), nlohmann::json({0, 1, 4}));

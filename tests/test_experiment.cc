@@ -295,6 +295,46 @@ TEST(Experiment, HealUnprunedFalseSkipsHealingTheUnprunedModel) {
                   "healing[0].heal_unpruned: expected true or false");
 }
 
+TEST(Experiment, HealingAtChosenDepthsOnly) {
+  // L = 10: pruning at n = 0, 2, 4, 6; healing only at fractions 0.2 and 0.6 (n = 2, 6): no healed n = 0 or 4.
+  const std::string yaml = base_yaml("  fractions: [0.0, 0.2, 0.4, 0.6]", "/models/m",
+                                     "healing:\n  - off\n  - train_data: /t.txt\n    fractions: [0.2, 0.6]\n");
+  const ExperimentPlan plan = plan_experiment(parse_experiment(yaml, "s.yaml"), fixed_layers(10));
+  std::vector<std::string> healed;
+  for (const std::string& k : point_keys(plan))
+    if (k.find("/qlora/") != std::string::npos) healed.push_back(k);
+  EXPECT_EQ(healed, (std::vector<std::string>{"m/n=2/similarity/qlora/seed=0", "m/n=2/simple/qlora/seed=0",
+                                               "m/n=6/similarity/qlora/seed=0", "m/n=6/simple/qlora/seed=0"}));
+  EXPECT_EQ(point_keys(plan).size(), 7u + 4u);
+  expect_consistent(plan);
+  // The same by n; the parsed experiment keeps the list (it is part of the experiment's identity).
+  const Experiment by_n = parse_experiment(base_yaml("  layers: [0, 2, 4]", "/m", "healing:\n  - train_data: /t\n    layers: [4]\n"), "n.yaml");
+  EXPECT_EQ(by_n.healing[0].layer_counts, (std::vector<int64_t>{4}));
+  EXPECT_EQ(point_keys(plan_experiment(by_n, fixed_layers(10))),
+            (std::vector<std::string>{"m/n=4/similarity/qlora/seed=0", "m/n=4/simple/qlora/seed=0"}));
+  // A depth that pruning does not have, named with its line; both lists at once.
+  EXPECT_CONTAINS(input_error([] {
+                    plan_experiment(parse_experiment(base_yaml("  layers: [0, 2]", "/m",
+                                                               "healing:\n  - train_data: /t\n    layers: [2, 3]\n"),
+                                                     "e.yaml"),
+                                    fixed_layers(10));
+                  }),
+                  "e.yaml:15:");
+  EXPECT_CONTAINS(input_error([] {
+                    plan_experiment(parse_experiment(base_yaml("  layers: [0, 2]", "/m",
+                                                               "healing:\n  - train_data: /t\n    layers: [2, 3]\n"),
+                                                     "e.yaml"),
+                                    fixed_layers(10));
+                  }),
+                  "healing[0].layers[1]: depth 3 is n = 3 for model 'm', which is not one of the pruning depths");
+  EXPECT_CONTAINS(input_error([] {
+                    parse_experiment(base_yaml("  layers: [0, 2]", "/m",
+                                               "healing:\n  - train_data: /t\n    layers: [2]\n    fractions: [0.2]\n"),
+                                     "e.yaml");
+                  }),
+                  "give either 'fractions' or 'layers', not both");
+}
+
 TEST(Experiment, TasksAndPayloads) {
   const std::string yaml =
       "models:\n"

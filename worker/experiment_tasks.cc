@@ -30,15 +30,15 @@ const LlamaModel& ModelCache::model(const ModelSpec& spec) {
   try {
     if (spec.format != "hf")
       throw InputError("model " + spec.name + ": format \"" + spec.format + "\" reaches the worker unconverted "
-                       "(layerprune run/submit converts llama2c checkpoints to Hugging Face directories)");
+                       "(layerprune run/submit converts llama2c and gguf checkpoints to Hugging Face directories)");
     if (!fs::is_directory(spec.path)) throw InputError("model " + spec.name + ": " + spec.path + " is not a directory");
     LoadOptions o;
     o.dtype = spec.dtype;
     o.comm = comm_;
     model_ = std::make_unique<LlamaModel>(LlamaModel::load(spec.path, o));
-    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load(spec.path + "/tokenizer.model"));
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load_dir(spec.path));
     if (tokenizer_->vocab_size() != model_->config().vocab_size)
-      throw InputError(spec.path + "/tokenizer.model: " + std::to_string(tokenizer_->vocab_size()) +
+      throw InputError(tokenizer_->path() + ": " + std::to_string(tokenizer_->vocab_size()) +
                        " pieces, but the model's vocabulary is " + std::to_string(model_->config().vocab_size));
     fingerprint_ = model_fingerprint(spec.path);
   } catch (const std::exception& e) {
@@ -91,9 +91,10 @@ std::string hostname() {
   return buf;
 }
 
-EvalOptions eval_options(const EvaluationSpec& spec) {
+EvalOptions eval_options(const EvaluationSpec& spec, const Tokenizer& tok) {
   EvalOptions o;
   o.batch_size = spec.batch_size;
+  o.add_bos = tok.add_bos_default();  // the model's tokenizer_config.json, as lm-evaluation-harness decides
   return o;
 }
 
@@ -111,6 +112,8 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
     const LlamaModel& model = cache.model(spec);
     DistanceResult r = run_distances(model, cache.tokenizer(), spec.path, spec.dtype, calibration);
     provenance["model_fingerprint"] = r.model_fingerprint;
+    provenance["add_bos"] = cache.tokenizer().add_bos_default();
+    provenance["tokenizer_sha256"] = cache.tokenizer().file_sha256();
     provenance["data_sha256"] = {{calibration.data, r.data_sha256}};
     return {{"distances", json::parse(r.to_json())}, {"provenance", provenance}};
   }
@@ -120,9 +123,11 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   const std::vector<PointSpec> points = point_specs(payload, kind);
   std::unique_ptr<DistanceResult> dist = distances_input(inputs);
   // Data before the model: a malformed file fails before minutes of loading.
-  const EvalData data = load_eval_data(evaluation, Tokenizer::load(spec.path + "/tokenizer.model"));
+  const EvalData data = load_eval_data(evaluation, Tokenizer::load_dir(spec.path));
   const LlamaModel& model = cache.model(spec);
   provenance["model_fingerprint"] = cache.fingerprint();
+  provenance["add_bos"] = cache.tokenizer().add_bos_default();  // prompts, loss windows and healing sequences
+  provenance["tokenizer_sha256"] = cache.tokenizer().file_sha256();
   provenance["data_sha256"] = data.data_sha256;
   if (dist) {
     if (dist->table.layers() != model.config().num_hidden_layers)
@@ -134,7 +139,7 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   json out_points = json::array();
   if (kind == "evaluate") {
     EvaluateStats stats;
-    for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation), &stats))
+    for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation, cache.tokenizer()), &stats))
       out_points.push_back(r.to_json());
     provenance["sweep"] = {{"variants", stats.variants},
                            {"truncated", stats.truncated},
@@ -147,7 +152,7 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   const HealingSpec healing = field<HealingSpec>(payload, "healing", kind);
   provenance["data_sha256"][healing.train_data] = sha256_file(healing.train_data);
   const std::string dir = ctx.work_dir.empty() ? "" : ctx.work_dir + "/checkpoints/" + ctx.task_key;
-  HealOutcome o = run_heal(model, cache.tokenizer(), healing, seed, points[0], table, data, eval_options(evaluation), dir,
+  HealOutcome o = run_heal(model, cache.tokenizer(), healing, seed, points[0], table, data, eval_options(evaluation, cache.tokenizer()), dir,
                            ctx.on_train_step, ctx.abandon);
   if (o.stopped) return {{"stopped", true}, {"checkpoint", o.checkpoint}, {"healing", o.summary()}};
   json point = o.point.to_json();

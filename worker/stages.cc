@@ -62,6 +62,7 @@ DistanceResult run_distances(const LlamaModel& model, const Tokenizer& tok, cons
   r.recipe.samples = c.samples;
   r.recipe.seq_len = c.seq_len;
   r.recipe.seed = c.seed;
+  r.recipe.add_bos = tok.add_bos_default();
   r.model_dir = model_dir;
   r.model_fingerprint = model_fingerprint(model_dir);
   r.dtype = dtype;
@@ -138,7 +139,7 @@ double loss_of(const LlamaModel& model, const Tokenizer& tok, const EvalData& da
   lo.layers = kept;
   lo.context = data.loss_seq_len;
   lo.max_windows = data.loss_windows;
-  return stream_loss(model, data.loss_stream, tok.bos_id(), lo).mean_nll;
+  return stream_loss(model, data.loss_stream, tok.sequence_bos(), lo).mean_nll;
 }
 }  // namespace
 
@@ -253,7 +254,7 @@ HealOutcome run_heal(const LlamaModel& model, const Tokenizer& tok, const Healin
   tc.checkpoint_dir = checkpoint_dir;
   tc.stop = stop;
   PackedStream data(token_range(tok.encode(read_text_stream(spec.train_data), false), spec.train_begin, spec.train_end),
-                    tok.bos_id(), spec.seq_len, seed);
+                    tok.sequence_bos(), spec.seq_len, seed);
   const std::string resume = latest_checkpoint(checkpoint_dir);
   TrainResult tr = train(lora, data, tc, resume, on_step);
   HealOutcome o;
