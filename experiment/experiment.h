@@ -49,7 +49,7 @@ struct HealingSpec {
   bool enabled = false;
   // LoRA (model/lora.h LoraConfig)
   std::string quant = "nf4";   // "none" | "nf4"
-  int64_t rank = 8;
+  int64_t rank = 64;           // the paper's App. A.1 default (it names other ranks for some models)
   double alpha = 0;            // 0: alpha = rank
   double dropout = 0.05;
   std::vector<std::string> targets = {"gate_proj", "up_proj", "down_proj"};
@@ -59,7 +59,7 @@ struct HealingSpec {
   // rest for a held-out loss with EvaluationSpec::loss_range [0.9, 1]).
   double train_begin = 0.0, train_end = 1.0;
   int64_t steps = 5000, global_batch = 16, micro_batch = 4, seq_len = 512, warmup = 100;
-  double lr = 2e-4, min_lr_ratio = 0.0;
+  double lr = 3e-4, min_lr_ratio = 0.0;  // peak LR: the paper's App. A.1 default
   int64_t checkpoint_every = 100;
   // Also heal the unpruned model (n = 0): fine-tuning alone, a point of its own. false saves a full
   // healing run per model; the healed curves then start from the unpruned model's numbers.

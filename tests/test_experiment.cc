@@ -145,12 +145,19 @@ TEST(Experiment, Stories260kWithTheDefaultResolverOnRealData) {
   expect_consistent(plan);
 }
 
-// The Llama-2 configs of the shared data (70B: the chat model's config, the same architecture as the base).
+// The Llama-2 configs of the shared data (70B: the chat model's config, the same architecture as the base),
+// and Mistral-7B's published config (tests/golden/configs).
 int64_t llama2_layers(const ModelSpec& m) {
+  ModelSpec real = m;
+  if (m.name == "mistral-7b") {
+    testing::TempDir d;
+    std::filesystem::copy_file(testing::source_file("tests/golden/configs/Mistral-7B-v0.1.json"), d.file("config.json"));
+    real.path = d.path();
+    return default_layer_resolver(real);
+  }
   const std::string dir = m.name == "llama2-7b"    ? "Llama-2-7b-hf"
                           : m.name == "llama2-13b" ? "Llama-2-13b-hf"
                                                    : "Llama-2-70b-chat-hf";
-  ModelSpec real = m;
   real.path = testing::data_dir() + "/llama2/" + dir;
   return default_layer_resolver(real);
 }
@@ -160,6 +167,8 @@ struct PaperGrid {
   const char* model;
   int64_t layers, tp;
   std::vector<int64_t> depths;  // round(f x L), halves up, for f = 0, 0.05, ..., 0.9
+  int64_t rank, seq_len;        // the paper's App. A.1 healing recipe for this model
+  double lr;
 };
 
 TEST(Experiment, Llama2PaperGridsWithTheRealConfigs) {
@@ -170,11 +179,16 @@ TEST(Experiment, Llama2PaperGridsWithTheRealConfigs) {
   ScopedEnv models("MODELS", "/cluster/models");
   const std::vector<PaperGrid> grids = {
       // 32 x 0.05 = 1.6: n = 0, 2 (1.6), 3 (3.2), 5 (4.8), 6 (6.4), 8, 10 (9.6), 11 (11.2), 13 (12.8), ...
-      {"llama2-7b.yaml", "llama2-7b", 32, 1, {0, 2, 3, 5, 6, 8, 10, 11, 13, 14, 16, 18, 19, 21, 22, 24, 26, 27, 29}},
+      {"llama2-7b.yaml", "llama2-7b", 32, 1, {0, 2, 3, 5, 6, 8, 10, 11, 13, 14, 16, 18, 19, 21, 22, 24, 26, 27, 29},
+       2, 2048, 3e-4},
       // 40 x 0.05 = 2 and 80 x 0.05 = 4: every step is a whole number of layers.
-      {"llama2-13b.yaml", "llama2-13b", 40, 2, {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36}},
+      {"llama2-13b.yaml", "llama2-13b", 40, 2, {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36},
+       64, 4096, 3e-4},
       {"llama2-70b-paper.yaml", "llama2-70b", 80, 8,
-       {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72}},
+       {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72}, 8, 4096, 3e-5},
+      // Mistral-7B: 32 layers like Llama-2-7B; the paper heals it with rank 4 and LR 3e-6.
+      {"mistral-7b-paper.yaml", "mistral-7b", 32, 1, {0, 2, 3, 5, 6, 8, 10, 11, 13, 14, 16, 18, 19, 21, 22, 24, 26, 27, 29},
+       4, 2048, 3e-6},
   };
   for (const PaperGrid& g : grids) {
     SCOPED_TRACE(g.file);
@@ -183,23 +197,24 @@ TEST(Experiment, Llama2PaperGridsWithTheRealConfigs) {
     EXPECT_EQ(e.models[0].name, g.model);
     EXPECT_EQ(e.models[0].tp, g.tp);
     EXPECT_EQ(e.models[0].dtype, "bfloat16");
-    EXPECT_EQ(e.models[0].path.rfind("/cluster/models/Llama-2-", 0), 0u) << e.models[0].path;
+    EXPECT_EQ(e.models[0].path.rfind("/cluster/models/", 0), 0u) << e.models[0].path;
     EXPECT_EQ(e.fractions.size(), 19u);
     EXPECT_EQ(e.strategies, (std::vector<std::string>{"similarity", "simple"}));
-    // The paper's healing: every value written out in the file equals the HealingSpec defaults.
+    // The paper's healing (App. A.1): the HealingSpec defaults, with the rank, LR and sequence length the
+    // paper gives for this model.
     ASSERT_EQ(e.healing.size(), 2u);
     const HealingSpec& h = e.healing[1];
-    const HealingSpec paper;
     EXPECT_EQ(h.name, "qlora");
     EXPECT_EQ(h.quant, "nf4");
-    EXPECT_EQ(h.rank, paper.rank);
+    EXPECT_EQ(h.rank, g.rank);
+    EXPECT_EQ(h.seq_len, g.seq_len);
     EXPECT_EQ(h.alpha, 0.0);
     EXPECT_EQ(h.dropout, 0.05);
     EXPECT_EQ(h.targets, (std::vector<std::string>{"gate_proj", "up_proj", "down_proj"}));
     EXPECT_EQ(h.steps, 5000);
     EXPECT_EQ(h.global_batch, 16);
     EXPECT_EQ(h.warmup, 100);
-    EXPECT_EQ(h.lr, paper.lr);
+    EXPECT_EQ(h.lr, g.lr);
     EXPECT_TRUE(e.evaluation.mmlu && e.evaluation.boolq && e.evaluation.loss);
     EXPECT_EQ(e.evaluation.mmlu_shots, 5);
     EXPECT_TRUE(e.evaluation.mmlu_subjects.empty());  // all subjects
@@ -422,6 +437,8 @@ TEST(Experiment, HealingDefaultsAreThePapersRecipe) {
   EXPECT_EQ(h.targets, (std::vector<std::string>{"gate_proj", "up_proj", "down_proj"}));
   EXPECT_EQ(h.dropout, 0.05);
   EXPECT_EQ(h.alpha, 0.0);  // alpha = rank
+  EXPECT_EQ(h.rank, 64);    // the paper's default rank and peak LR (App. A.1)
+  EXPECT_EQ(h.lr, 3e-4);
   EXPECT_EQ(h.steps, 5000);
   EXPECT_EQ(h.global_batch, 16);
   EXPECT_EQ(h.warmup, 100);
