@@ -18,53 +18,21 @@
 #include "formats/bpe_tokenizer.h"
 #include "formats/tokenizer.h"
 #include "tests/test_support.h"
+#include "tests/tokenizer_test_support.h"
 
 namespace layerprune {
 namespace {
 
 using nlohmann::json;
+using testing::from_hex;
+using testing::sample_text;
+using testing::show;
+using testing::show_ids;
 
 constexpr const char* kSmolLM2 = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 // ------------------------------------------------------------------------------------------------------
 // Helpers
-
-std::string show(const std::string& s, size_t max_len = 160) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && out.size() < max_len; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\n') out += "\\n";
-    else if (c == '\\') out += "\\\\";
-    else if (c >= 0x20 && c < 0x7F) out += char(c);
-    else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (out.size() >= max_len) out += "...";
-  return "\"" + out + "\"";
-}
-
-std::string show_ids(const std::vector<int32_t>& ids, size_t from = 0, size_t n = 12) {
-  std::ostringstream s;
-  s << "[";
-  if (from > 0) s << "... ";
-  for (size_t i = from; i < ids.size() && i < from + n; ++i) s << (i > from ? ", " : "") << ids[i];
-  if (ids.size() > from + n) s << ", ...";
-  s << "] (" << ids.size() << " ids)";
-  return s.str();
-}
-
-std::string from_hex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += char(std::stoi(hex.substr(i, 2), nullptr, 16));
-  return out;
-}
-
-std::string sample_text(const json& s) {
-  return s.contains("text_hex") ? from_hex(s["text_hex"].get<std::string>()) : s["text"].get<std::string>();
-}
 
 json read_golden(const std::string& name) { return json::parse(read_file(testing::source_file("tests/golden/bpe/" + name))); }
 
