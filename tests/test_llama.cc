@@ -118,6 +118,31 @@ TEST_F(Stories260K, LossEqualsPyTorchReference) {
   EXPECT_NEAR(r.mean_nll, 1.67, 0.05) << "the issue quotes about 1.67 nats/token";
 }
 
+// Without BOS (bos = -1, a tokenizer that adds none): each window is `context` consecutive stream tokens and
+// its first token is not predicted; the mean equals the windows' negative log-likelihoods computed here.
+TEST_F(Stories260K, LossWithoutBosUsesWholeWindowsOfTheStream) {
+  LP_REQUIRE_DATA(text_path, "tinystories/tinystories_val.txt");
+  LlamaModel m = LlamaModel::load(model_dir());
+  Tokenizer tok = Tokenizer::load(model_dir() + "/tokenizer.model");
+  std::vector<int32_t> ids = tok.encode(read_text_stream(text_path), false);
+  LossOptions o;
+  o.context = 32;
+  o.max_windows = 3;
+  o.batch_size = 2;
+  LossResult r = stream_loss(m, ids, /*bos=*/-1, o);
+  EXPECT_EQ(r.windows, 3);
+  EXPECT_EQ(r.predicted_tokens, 3 * 31);
+  double total = 0;
+  for (int64_t w = 0; w < 3; ++w) {
+    std::vector<int64_t> window(ids.begin() + w * 32, ids.begin() + (w + 1) * 32);
+    at::Tensor logp = at::log_softmax(m.forward(ids_tensor(window), {}).logits[0].to(at::kDouble), -1);
+    for (int64_t t = 0; t < 31; ++t) total -= logp[t][window[size_t(t + 1)]].item<double>();
+  }
+  EXPECT_NEAR(r.mean_nll, total / 93.0, 1e-5);
+  // With BOS the windows hold 31 stream tokens each, so the two differ.
+  EXPECT_GT(std::abs(stream_loss(m, ids, tok.bos_id(), o).mean_nll - r.mean_nll), 1e-3);
+}
+
 // A batch of different-length, right-padded sequences equals each sequence run alone.
 TEST(Llama, BatchOfNEqualsNSingleRuns) {
   TempDir d;

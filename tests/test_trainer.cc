@@ -54,6 +54,25 @@ TEST(Trainer, PackedStreamVisitsEveryWindowOncePerPass) {
   EXPECT_CONTAINS(testing::input_error([&] { PackedStream(std::vector<int32_t>(5), 1, 11, 0); }), "fewer than one");
 }
 
+TEST(Trainer, PackedStreamWithoutBosTakesWholeSequencesFromTheStream) {
+  // A tokenizer that adds no BOS (SmolLM2): bos = -1, each sequence is 11 consecutive stream tokens.
+  std::vector<int32_t> toks(110);
+  for (int i = 0; i < 110; ++i) toks[size_t(i)] = i + 10;
+  PackedStream s(toks, -1, 11, 5);
+  EXPECT_EQ(s.windows(), 10);
+  std::set<int64_t> starts;
+  at::Tensor b = s.next(10);
+  for (int64_t i = 0; i < 10; ++i) {
+    const int64_t first = b[i][0].item<int64_t>();
+    EXPECT_EQ((first - 10) % 11, 0) << "windows start at multiples of 11 stream tokens";
+    for (int64_t t = 1; t < 11; ++t) EXPECT_EQ(b[i][t].item<int64_t>(), first + t) << "consecutive tokens";
+    starts.insert(first);
+  }
+  EXPECT_EQ(starts.size(), 10u);
+  EXPECT_CONTAINS(testing::input_error([&] { PackedStream(std::vector<int32_t>(10), -1, 11, 0); }),
+                  "fewer than one sequence of 11");
+}
+
 constexpr int64_t kSeqLen = 17;
 
 struct Tiny {
