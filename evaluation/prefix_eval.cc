@@ -19,16 +19,15 @@ bool has_shared_prefix(const std::vector<EvalItem>& items) {
 PrefixSplit split_shared_prefix(const Tokenizer& tok, const std::vector<EvalItem>& items,
                                 const std::vector<EvalRequest>& requests, bool add_bos, int64_t max_length) {
   if (requests.size() != items.size()) throw std::logic_error("split_shared_prefix: one request per item expected");
-  PrefixSplit out;
-  auto fall_back = [&](size_t i, std::string why) {
-    out.fallback.push_back(int64_t(i));
-    out.fallback_reason.push_back(std::move(why));
-  };
+  std::vector<std::pair<int64_t, std::string>> fallback;  // (item, why), sorted by item at the end
+  auto fall_back = [&](size_t i, std::string why) { fallback.emplace_back(int64_t(i), std::move(why)); };
+  // Pass 1: items by their prefix text, each checked on its own (declared prefix, truncation).
   std::map<std::string, size_t> group_of;  // prefix text -> group
+  std::vector<std::string> texts;
+  std::vector<std::vector<size_t>> candidates;
   const size_t L = size_t(std::max<int64_t>(0, max_length));
   for (size_t i = 0; i < items.size(); ++i) {
     const EvalItem& it = items[i];
-    const std::vector<int32_t>& ctx = requests[i].context;
     if (it.shared_prefix_bytes <= 0) {
       fall_back(i, "no shared prefix");
       continue;
@@ -38,34 +37,70 @@ PrefixSplit split_shared_prefix(const Tokenizer& tok, const std::vector<EvalItem
                        std::to_string(it.index) + ") declares a shared prefix of " +
                        std::to_string(it.shared_prefix_bytes) + " bytes, longer than its prompt of " +
                        std::to_string(it.context.size()) + " bytes");
-    std::string text = it.context.substr(0, size_t(it.shared_prefix_bytes));
-    auto [pos, fresh] = group_of.try_emplace(text, out.groups.size());
-    if (fresh) out.groups.push_back(PrefixGroup{tok.encode(text, add_bos), {}, {}});
-    PrefixGroup& g = out.groups[pos->second];
-    const std::vector<int32_t>& prefix = g.prefix;
     bool truncated = false;  // plan_rows's rule: the row would be left-truncated, losing the prefix's start
-    for (const std::vector<int32_t>& cont : requests[i].continuations) truncated |= ctx.size() + cont.size() > L + 1;
+    for (const std::vector<int32_t>& cont : requests[i].continuations)
+      truncated |= requests[i].context.size() + cont.size() > L + 1;
     if (truncated) {
       fall_back(i, "left-truncated to " + std::to_string(L) + " tokens");
-    } else if (prefix.empty()) {
-      fall_back(i, "the shared prefix has no tokens");
-    } else if (ctx.size() <= prefix.size()) {
-      fall_back(i, "no context tokens after the prefix's " + std::to_string(prefix.size()));
-    } else if (!std::equal(prefix.begin(), prefix.end(), ctx.begin())) {
-      // SentencePiece merged characters across the boundary: the prefix's tokens alone are not how the whole
-      // prompt is tokenized, so a cache of them would score different tokens than the harness does.
-      fall_back(i, "its context tokens do not start with the prefix's " + std::to_string(prefix.size()) +
-                       " tokens (a merge across the boundary)");
-    } else {
-      g.items.push_back(int64_t(i));
-      EvalRequest s;
-      s.context.assign(ctx.begin() + std::ptrdiff_t(prefix.size()), ctx.end());
-      s.continuations = requests[i].continuations;
-      g.suffixes.push_back(std::move(s));
+      continue;
     }
+    std::string text = it.context.substr(0, size_t(it.shared_prefix_bytes));
+    auto [pos, fresh] = group_of.try_emplace(text, texts.size());
+    if (fresh) {
+      texts.push_back(std::move(text));
+      candidates.emplace_back();
+    }
+    candidates[pos->second].push_back(i);
   }
-  out.groups.erase(std::remove_if(out.groups.begin(), out.groups.end(), [](const PrefixGroup& g) { return g.items.empty(); }),
-                   out.groups.end());
+  // Pass 2: a group's cached tokens are the ones its prompts really start with. The prefix text encoded alone
+  // can end differently from the same text inside a prompt: SentencePiece may merge characters across the
+  // boundary, and a byte-level BPE's pre-tokenizer splits the prefix's closing "\n\n" by what follows
+  // (GPT-2's \s+(?!\S) gives "\n\n" at the end of the text but "\n", "\n" before "Find"). So the group keeps
+  // the tokens that the prefix and every one of its prompts share, as long as that loses at most the
+  // prefix's last kBoundaryTokens tokens; a prompt that shares fewer is scored on its full row.
+  constexpr size_t kBoundaryTokens = 4;
+  PrefixSplit out;
+  for (size_t g = 0; g < texts.size(); ++g) {
+    std::vector<int32_t> prefix = tok.encode(texts[g], add_bos);
+    if (prefix.empty()) {
+      for (size_t i : candidates[g]) fall_back(i, "the shared prefix has no tokens");
+      continue;
+    }
+    size_t shared = prefix.size();
+    std::vector<size_t> members;
+    for (size_t i : candidates[g]) {
+      const std::vector<int32_t>& ctx = requests[i].context;
+      const size_t n = std::min(prefix.size(), ctx.size());
+      const size_t common = size_t(std::mismatch(prefix.begin(), prefix.begin() + std::ptrdiff_t(n), ctx.begin()).first - prefix.begin());
+      if (common + kBoundaryTokens < prefix.size() || common == 0) {
+        fall_back(i, "its context tokens share only " + std::to_string(common) + " of the prefix's " +
+                         std::to_string(prefix.size()) + " tokens (a merge across the boundary)");
+        continue;
+      }
+      shared = std::min(shared, common);
+      members.push_back(i);
+    }
+    prefix.resize(shared);
+    PrefixGroup group{prefix, {}, {}};
+    for (size_t i : members) {
+      const std::vector<int32_t>& ctx = requests[i].context;
+      if (ctx.size() <= shared) {
+        fall_back(i, "no context tokens after the prefix's " + std::to_string(shared));
+        continue;
+      }
+      group.items.push_back(int64_t(i));
+      EvalRequest suffix;
+      suffix.context.assign(ctx.begin() + std::ptrdiff_t(shared), ctx.end());
+      suffix.continuations = requests[i].continuations;
+      group.suffixes.push_back(std::move(suffix));
+    }
+    if (!group.items.empty()) out.groups.push_back(std::move(group));
+  }
+  std::sort(fallback.begin(), fallback.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [i, why] : fallback) {
+    out.fallback.push_back(i);
+    out.fallback_reason.push_back(std::move(why));
+  }
   return out;
 }
 

@@ -27,7 +27,8 @@ namespace layerprune {
 
 // Items whose context tokens start with one shared prefix's tokens.
 struct PrefixGroup {
-  std::vector<int32_t> prefix;            // tokens of the shared text, encoded alone
+  std::vector<int32_t> prefix;            // tokens every item starts with: the shared text encoded alone, or
+                                          // its first tokens (prefix_eval.cc: the boundary)
   std::vector<int64_t> items;             // indices into the item/request list
   std::vector<EvalRequest> suffixes;      // per item: context tokens after the prefix, same continuations
 };

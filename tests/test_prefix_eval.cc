@@ -165,22 +165,35 @@ TEST_F(PrefixEval, MergeAcrossTheBoundaryFallsBack) {
   ASSERT_TRUE(std::equal(p.begin(), p.end(), clean.begin())) << "precondition: \" blue\" starts a new token";
   ASSERT_FALSE(std::equal(p.begin(), p.end(), merged.begin())) << "precondition: \"isn't\" merges across the boundary";
 
+  // The group caches the tokens every prompt starts with: the prefix's, less the last one(s) the merge took.
+  const size_t common = size_t(std::mismatch(p.begin(), p.end(), merged.begin()).first - p.begin());
+  ASSERT_GT(common, 0u);
+  ASSERT_LT(common, p.size());
   std::vector<EvalRequest> requests;
   for (const EvalItem& it : items) requests.push_back(build_request(*tok_, it, false));
   PrefixSplit split = split_shared_prefix(*tok_, items, requests, false, 2048);
   ASSERT_EQ(split.groups.size(), 1u);
-  EXPECT_EQ(split.groups[0].prefix, p);
-  EXPECT_EQ(split.groups[0].items, (std::vector<int64_t>{0, 2}));
-  ASSERT_EQ(split.fallback, (std::vector<int64_t>{1}));
-  EXPECT_CONTAINS(split.fallback_reason[0], "a merge across the boundary");
+  EXPECT_EQ(split.groups[0].prefix, std::vector<int32_t>(p.begin(), p.begin() + std::ptrdiff_t(common)));
+  EXPECT_EQ(split.groups[0].items, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_TRUE(split.fallback.empty());
   EXPECT_EQ(split.groups[0].suffixes[0].context,
-            std::vector<int32_t>(clean.begin() + std::ptrdiff_t(p.size()), clean.end()))
-      << "the suffix is the plain tokens after the prefix, unchanged";
+            std::vector<int32_t>(clean.begin() + std::ptrdiff_t(common), clean.end()))
+      << "the suffix is the plain tokens after the shared ones, unchanged";
 
   EvalReport plain = run(*model_, *tok_, items, false, 3);
   EvalReport cached = run(*model_, *tok_, items, true, 3);
-  EXPECT_EQ(cached.prefix_cached_items, 2);
+  EXPECT_EQ(cached.prefix_cached_items, 3);
   expect_same_answers(plain, cached, kTolerance, "hand-made");
+
+  // A prompt whose tokens part from the prefix's long before its end (not a boundary effect) is scored on its
+  // full row, and does not shorten the others' cache.
+  std::vector<EvalRequest> odd = requests;
+  odd[1].context[0] = odd[1].context[0] == 5 ? 6 : 5;
+  PrefixSplit apart = split_shared_prefix(*tok_, items, odd, false, 2048);
+  ASSERT_EQ(apart.fallback, (std::vector<int64_t>{1}));
+  EXPECT_CONTAINS(apart.fallback_reason[0], "share only 0 of the prefix's");
+  ASSERT_EQ(apart.groups.size(), 1u);
+  EXPECT_EQ(apart.groups[0].prefix, p) << "items 0 and 2 start with all of the prefix's tokens";
 
   // A row that would be left-truncated loses the prefix's start: it falls back too.
   PrefixSplit tight = split_shared_prefix(*tok_, items, requests, false, int64_t(clean.size()) - 1);
