@@ -1,6 +1,9 @@
 // The subcommands of `layerprune`. Each takes its own argv (argv[0] = the subcommand name) and returns
 // the exit status; errors propagate as exceptions (InputError/UsageError -> 2, anything else -> 1).
 #pragma once
+#include <string>
+
+#include "experiment/pruning.h"
 
 namespace layerprune::cli {
 
@@ -22,5 +25,8 @@ int slurm(int argc, char** argv);
 int status(int argc, char** argv);
 int submit(int argc, char** argv);
 int sweep(int argc, char** argv);
+
+// The paper's Figure 1c for one model: d(l, n) over start layer l and block size n, l*(n) marked.
+std::string distance_heatmap_svg(const DistanceTable& table, const std::string& model);
 
 }  // namespace layerprune::cli

@@ -43,6 +43,7 @@
 #include "deploy/slurm/slurm_jobs.h"
 #include "deploy/slurm/slurm_launcher.h"
 #include "launcher/launcher.h"
+#include "method/distances.h"
 #include "launcher/local_launcher.h"
 
 namespace layerprune::cli {
@@ -351,8 +352,17 @@ int run(int argc, char** argv) {
       const std::string svg = p.get("svg").empty() ? state + "/curves.svg" : p.get("svg");
       write_file(svg, curves_svg(samples, e.name));
       const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("\ncurves: %s; database: %s/layerprune.db (experiment #%lld); %.0fs\n", svg.c_str(), state.c_str(),
-                  (long long)sub.experiment_id, wall);
+      // Each model's distances as the paper's Figure 1c, beside the curves.
+      std::string heatmaps;
+      for (const nlohmann::json& d : client.query(sub.experiment_id, "distances")) {
+        const std::string model = d.at("model").get<std::string>();
+        const DistanceResult r = DistanceResult::from_json(d.at("table").dump(), "distances of " + model);
+        const std::string file = state + "/distances-" + model + ".svg";
+        write_file(file, distance_heatmap_svg(r.table, model));
+        heatmaps += ", " + file;
+      }
+      std::printf("\ncurves: %s%s; database: %s/layerprune.db (experiment #%lld); %.0fs\n", svg.c_str(),
+                  heatmaps.c_str(), state.c_str(), (long long)sub.experiment_id, wall);
     }
   } catch (...) {
     stop_all();

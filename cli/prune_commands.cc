@@ -106,26 +106,6 @@ DistanceResult distances_for(const ArgParser& p, const LoadedModel& m) {
   return r;
 }
 
-// The paper's Figure 1c: d(l, n) over start layer l (x) and block size n (y), l*(n) marked.
-std::string heatmap(const DistanceResult& r) {
-  const DistanceTable& t = r.table;
-  const int64_t L = t.layers();
-  Heatmap h;
-  h.title = "angular distance d(x_l, x_l+n): " + fs::path(r.model_dir).filename().string();
-  h.x_label = "layer l";
-  h.y_label = "block size n";
-  h.value_label = "d";
-  h.rows = L;
-  h.cols = L;
-  h.row_first = 1;
-  h.values.assign(size_t(L * L), std::numeric_limits<double>::quiet_NaN());
-  for (int64_t n = 1; n <= L; ++n) {
-    for (int64_t l = 0; l + n <= L; ++l) h.values[size_t((n - 1) * L + l)] = t.at(l, n);
-    h.marks.push_back(t.best_start(n));
-  }
-  return heatmap_svg(h);
-}
-
 void print_table(const DistanceResult& r) {
   const DistanceTable& t = r.table;
   const int64_t L = t.layers();
@@ -154,6 +134,26 @@ void print_table(const DistanceResult& r) {
 
 }  // namespace
 
+// The paper's Figure 1c: d(l, n) over start layer l (x) and block size n (y), l*(n) marked.
+std::string distance_heatmap_svg(const DistanceTable& t, const std::string& model) {
+  const int64_t L = t.layers();
+  Heatmap h;
+  h.title = "angular distance d(x_l, x_l+n): " + model;
+  h.x_label = "layer l";
+  h.y_label = "block size n";
+  h.value_label = "d";
+  h.rows = L;
+  h.cols = L;
+  h.row_first = 1;
+  h.values.assign(size_t(L * L), std::numeric_limits<double>::quiet_NaN());
+  for (int64_t n = 1; n <= L; ++n) {
+    for (int64_t l = 0; l + n <= L; ++l) h.values[size_t((n - 1) * L + l)] = t.at(l, n);
+    h.marks.push_back(t.best_start(n));
+  }
+  return heatmap_svg(h);
+}
+
+
 int distances(int argc, char** argv) {
   ArgParser p("distances", "Angular distance between the inputs of layers l and l+n for every block size n (paper\n"
                            "Eq. 7), and the block l*(n) the similarity strategy would drop.");
@@ -165,7 +165,7 @@ int distances(int argc, char** argv) {
   if (!p.parse(argc, argv)) return 0;
   LoadedModel m = load_model(p);
   DistanceResult r = distances_for(p, m);
-  if (!p.get("svg").empty()) write_file(p.get("svg"), heatmap(r));
+  if (!p.get("svg").empty()) write_file(p.get("svg"), distance_heatmap_svg(r.table, fs::path(r.model_dir).filename().string()));
   if (!p.get("out").empty()) write_file(p.get("out"), r.to_json());
   if (p.flag_set("json")) std::cout << r.to_json() << std::endl;
   else print_table(r);

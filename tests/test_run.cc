@@ -189,6 +189,11 @@ TEST_F(Run, Stories260KExperimentPrintsEveryGridPoint) {
   for (const char* legend : {"similarity, no healing", "similarity, healed (qlora)", "simple, no healing",
                              "simple, healed (qlora)"})
     EXPECT_CONTAINS(svg, legend);
+  // The distances as the paper's Figure 1c, one heatmap per model, named on the last line.
+  const std::string heatmap = read_file(file("s/distances-stories260k.svg"));
+  EXPECT_EQ(heatmap.rfind("<svg", 0) == 0 || heatmap.rfind("<?xml", 0) == 0, true);
+  EXPECT_CONTAINS(heatmap, "angular distance d(x_l, x_l+n): stories260k");
+  EXPECT_CONTAINS(r.out, file("s/distances-stories260k.svg"));
   // `curves` on the database prints the same tables.
   CliRun c = run("curves 1 --db " + file("s/layerprune.db"), file("c.err"));
   ASSERT_EQ(c.status, 0) << c.err;
