@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "common/args.h"
+#include "common/data_locator.h"
 #include "common/error.h"
 #include "common/hashing.h"
 #include "common/progress.h"
@@ -38,7 +39,7 @@ int convert(int argc, char** argv) {
                          "    un-permuted), tokenizer.json and tokenizer_config.json from its byte-level BPE vocabulary.");
   p.option("llama2c", "llama2.c checkpoint (.bin)", "")
       .option("tokenizer", "SentencePiece tokenizer.model the llama2.c checkpoint was trained with", "")
-      .option("gguf", "llama.cpp GGUF file of a Llama model", "")
+      .option("gguf", "llama.cpp GGUF file of a Llama model (or a `layerprune locate` name: smollm2-135m)", "")
       .option("out", "output directory")
       .flag("json", "print one JSON document on stdout");
   if (!p.parse(argc, argv)) return 0;
@@ -52,7 +53,7 @@ int convert(int argc, char** argv) {
   int64_t parameters = 0;
   bool shared_classifier = false;
   if (gguf) {
-    const GgufImport r = convert_gguf(p.get("gguf"), p.get("out"));
+    const GgufImport r = convert_gguf(locate_data(p.get("gguf")), p.get("out"));
     c = r.config;
     parameters = r.parameters;
     shared_classifier = c.tie_word_embeddings;
