@@ -191,6 +191,11 @@ TEST(Llama, LogitsAtChosenPositionsAreTheFullLogitsRows) {
   bad.logit_positions = at::zeros({2}, at::kLong);
   bad.logits = false;
   EXPECT_THROW(m.forward(batch, bad), InputError);
+  // A refused call leaves a KV cache as it was.
+  bad.logit_positions = at::tensor(std::vector<int64_t>{99}, at::kLong);
+  bad.logits = true;
+  EXPECT_THROW(m.forward(batch.narrow(1, 4, 3), bad, &cache), InputError);
+  EXPECT_EQ(cache.length, 7);
 }
 
 TEST(Llama, KVCacheEqualsFullForward) {
