@@ -9,7 +9,7 @@
 // Two forwards per thread count: logits at every position (the roofline's FLOPs above), and logits at each
 // sequence's last position only (ForwardOptions::logit_positions, what the scorer asks for; its roofline
 // counts the LM head once per sequence instead of once per token). A small model's head is a large share of
-// its work (SmolLM2-135M: 49152 x 576, 57 of 269 MFLOP per token), so the second is the faster.
+// its work (SmolLM2-135M: 49152 x 576, 57 of 287 MFLOP per token at 512 positions), so the second is the faster.
 //
 // Default model: the random ~110M Llama of the issue (dim 768, 12 layers, 12 heads, FFN 2048, vocab 32000);
 // --model DIR runs a Hugging Face directory instead (e.g. SmolLM2-135M converted by `layerprune convert

@@ -56,7 +56,7 @@ struct ForwardOptions {
   // Logits at chosen positions only: when defined (int64 [N], flat indices b*T + t into the batch's [B, T],
   // any order, repeats allowed), the final norm and the LM head run on those N hidden states alone and the
   // logits are [N, V]. The scorer reads a few positions per row (its continuations'), and the head is a
-  // large share of a small model's work (SmolLM2-135M: 49152 x 576, 57 of 269 MFLOP per token at 512
+  // large share of a small model's work (SmolLM2-135M: 49152 x 576, 57 of 287 MFLOP per token at 512
   // positions). Undefined: logits at every position, [B, T, V]. Under tensor parallelism every rank passes
   // the same positions (the head's all-gather then carries N rows instead of B*T).
   at::Tensor logit_positions;
