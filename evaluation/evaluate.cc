@@ -95,26 +95,53 @@ at::Tensor batch_tokens(const ScorePlan& plan, const std::vector<int64_t>& rows,
   return t;
 }
 
-void read_loglikelihoods(const at::Tensor& logits, const ScorePlan& plan, const std::vector<int64_t>& rows,
-                         Loglikelihoods& out) {
-  TORCH_CHECK(logits.dim() == 3 && logits.size(0) == int64_t(rows.size()), "read_loglikelihoods: logits ",
-              logits.sizes(), " for a batch of ", rows.size(), " rows");
-  const int64_t T = logits.size(1), V = logits.size(2);
-  // Only the positions some read needs: gather them, then one log-softmax in float64.
+namespace {
+
+int64_t longest_row(const ScorePlan& plan, const std::vector<int64_t>& rows) {
+  size_t T = 0;
+  for (int64_t r : rows) T = std::max(T, plan.rows[size_t(r)].tokens.size());
+  return int64_t(T);
+}
+
+// Each position some read of the batch needs, once, ascending, as flat indices b*T + t.
+std::vector<int64_t> read_positions_flat(const ScorePlan& plan, const std::vector<int64_t>& rows, int64_t T) {
   std::vector<int64_t> flat;
   for (size_t b = 0; b < rows.size(); ++b)
     for (const ScoreRead& rd : plan.rows[size_t(rows[b])].reads)
       for (size_t j = 0; j < rd.targets.size(); ++j) flat.push_back(int64_t(b) * T + rd.start + int64_t(j));
+  std::sort(flat.begin(), flat.end());
+  flat.erase(std::unique(flat.begin(), flat.end()), flat.end());
+  return flat;
+}
+
+}  // namespace
+
+at::Tensor read_positions(const ScorePlan& plan, const std::vector<int64_t>& rows) {
+  return at::tensor(read_positions_flat(plan, rows, longest_row(plan, rows)), at::kLong);
+}
+
+void read_loglikelihoods(const at::Tensor& logits, const ScorePlan& plan, const std::vector<int64_t>& rows,
+                         Loglikelihoods& out) {
+  const bool full = logits.dim() == 3;
+  TORCH_CHECK((full && logits.size(0) == int64_t(rows.size())) || logits.dim() == 2, "read_loglikelihoods: logits ",
+              logits.sizes(), " for a batch of ", rows.size(), " rows");
+  const int64_t T = full ? logits.size(1) : longest_row(plan, rows), V = logits.size(-1);
+  // Only the positions some read needs, each once (a single-token row's choices share one): gather them
+  // (or take them as given), then one log-softmax in float64.
+  const std::vector<int64_t> flat = read_positions_flat(plan, rows, T);
+  TORCH_CHECK(full || logits.size(0) == int64_t(flat.size()), "read_loglikelihoods: logits ", logits.sizes(),
+              " for the ", flat.size(), " read positions of a batch of ", rows.size(), " rows");
   if (flat.empty()) return;
-  at::Tensor picked = logits.reshape({-1, V}).index_select(0, at::tensor(flat, at::kLong)).to(at::kDouble);
-  at::Tensor logp = at::log_softmax(picked, -1).contiguous();
+  at::Tensor picked = full ? logits.reshape({-1, V}).index_select(0, at::tensor(flat, at::kLong)) : logits;
+  at::Tensor logp = at::log_softmax(picked.to(at::kDouble), -1).contiguous();
   const double* p = logp.data_ptr<double>();
-  size_t k = 0;
   for (size_t b = 0; b < rows.size(); ++b)
     for (const ScoreRead& rd : plan.rows[size_t(rows[b])].reads)
-      for (int32_t target : rd.targets) {
+      for (size_t j = 0; j < rd.targets.size(); ++j) {
+        const int32_t target = rd.targets[j];
         if (target < 0 || target >= V) throw InputError("eval: token id " + std::to_string(target) + " outside the vocabulary");
-        out[size_t(rd.request)][size_t(rd.choice)] += p[int64_t(k++) * V + target];
+        const int64_t k = std::lower_bound(flat.begin(), flat.end(), int64_t(b) * T + rd.start + int64_t(j)) - flat.begin();
+        out[size_t(rd.request)][size_t(rd.choice)] += p[k * V + target];
       }
 }
 
@@ -136,7 +163,7 @@ std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>&
     progress->advance(done);
   }
   for (const std::vector<int64_t>& rows : batch_rows(plan, options.batch_size)) {
-    forward(batch_tokens(plan, rows), [&](size_t variant, const at::Tensor& logits) {
+    forward(batch_tokens(plan, rows), read_positions(plan, rows), [&](size_t variant, const at::Tensor& logits) {
       if (variant >= variants) throw std::logic_error("score_requests_multi: variant out of range");
       read_loglikelihoods(logits, plan, rows, ll[variant]);
     });
@@ -149,9 +176,17 @@ std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>&
 }
 
 Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
-                              const BatchForward& forward, const ScoreOptions& options, ScorePlan* plan_out) {
-  MultiBatchForward one = [&](const at::Tensor& tokens, const EmitLogits& emit) { emit(0, forward(tokens)); };
+                              const PositionsForward& forward, const ScoreOptions& options, ScorePlan* plan_out) {
+  MultiBatchForward one = [&](const at::Tensor& tokens, const at::Tensor& positions, const EmitLogits& emit) {
+    emit(0, forward(tokens, positions));
+  };
   return std::move(score_requests_multi(requests, max_length, 1, one, options, plan_out).front());
+}
+
+Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
+                              const BatchForward& forward, const ScoreOptions& options, ScorePlan* plan_out) {
+  PositionsForward everywhere = [&](const at::Tensor& tokens, const at::Tensor&) { return forward(tokens); };
+  return score_requests(requests, max_length, everywhere, options, plan_out);
 }
 
 EvalReport summarize(const std::vector<EvalItem>& items, const Loglikelihoods& ll, const ScorePlan& plan) {
@@ -196,7 +231,11 @@ EvalReport evaluate(const LlamaModel& model, const Tokenizer& tok, const std::ve
   ForwardOptions fwd;
   fwd.layers = options.layers;
   model.kept_layers(fwd.layers);  // validate before the first batch
-  BatchForward forward = [&](const at::Tensor& tokens) { return model.forward(tokens, fwd).logits; };
+  PositionsForward forward = [&](const at::Tensor& tokens, const at::Tensor& positions) {
+    ForwardOptions at_reads = fwd;
+    at_reads.logit_positions = positions;
+    return model.forward(tokens, at_reads).logits;
+  };
   ScoreOptions so = score_options(options, items);
   ScorePlan plan;
   Loglikelihoods ll = score_requests(requests, model.config().max_position_embeddings, forward, so, &plan);

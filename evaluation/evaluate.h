@@ -9,7 +9,9 @@
 //   (b) rows and batches: each row is one token sequence to run and the reads it serves (which request
 //       and choice, at which positions); rows go into right-padded [B, T] batches -- plan_rows(),
 //       batch_rows(), batch_tokens();
-//   (c) reading the log-likelihoods of a batch out of its [B, T, V] logits -- read_loglikelihoods().
+//   (c) reading the log-likelihoods of a batch out of its logits -- read_loglikelihoods(); the forward is
+//       asked for logits at the positions the reads need only (read_positions(): one position per single-
+//       token row, a continuation's length per multi-token row), which skips the LM head everywhere else.
 // score_requests() runs the three with any BatchForward; evaluate() is the default driver on a LlamaModel.
 //
 // Rows follow the harness's truncation: the input is (context + continuation)[-(L+1):][:-1], L the model's
@@ -66,8 +68,12 @@ at::Tensor batch_tokens(const ScorePlan& plan, const std::vector<int64_t>& rows,
 
 using Loglikelihoods = std::vector<std::vector<double>>;  // [request][choice]
 
+// The positions the reads of a batch of `rows` need, each once, ascending: int64 [N], flat indices b*T + t
+// into the batch as batch_tokens() pads it (T = its longest row). For ForwardOptions::logit_positions.
+at::Tensor read_positions(const ScorePlan& plan, const std::vector<int64_t>& rows);
+
 // Adds each read's log-likelihood (log-softmax in float64 of the logits at its positions) into out.
-// logits: [B, T, V] for the batch of `rows` (any float dtype).
+// logits (any float dtype): [B, T, V] for the batch of `rows`, or [N, V] at read_positions(plan, rows).
 void read_loglikelihoods(const at::Tensor& logits, const ScorePlan& plan, const std::vector<int64_t>& rows,
                          Loglikelihoods& out);
 
@@ -75,6 +81,9 @@ void read_loglikelihoods(const at::Tensor& logits, const ScorePlan& plan, const 
 
 // [B, T] tokens -> [B, T, V] logits.
 using BatchForward = std::function<at::Tensor(const at::Tensor& tokens)>;
+// [B, T] tokens and the read positions (read_positions(), int64 [N]) -> [N, V] logits at those positions
+// (or [B, T, V]: read_loglikelihoods takes either).
+using PositionsForward = std::function<at::Tensor(const at::Tensor& tokens, const at::Tensor& positions)>;
 
 struct ScoreOptions {
   int64_t batch_size = 8;
@@ -84,8 +93,10 @@ struct ScoreOptions {
 
 // Several model variants on the same rows (the shared-prefix sweep, method/sweep.h): for each batch the
 // driver calls emit(variant, logits) once per variant, so only one variant's logits are alive at a time.
+// The logits are [N, V] at `positions` (read_positions()) or [B, T, V].
 using EmitLogits = std::function<void(size_t variant, const at::Tensor& logits)>;
-using MultiBatchForward = std::function<void(const at::Tensor& tokens, const EmitLogits& emit)>;
+using MultiBatchForward =
+    std::function<void(const at::Tensor& tokens, const at::Tensor& positions, const EmitLogits& emit)>;
 
 // Log-likelihoods of every (request, choice) for each of `variants` variants.
 std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>& requests, int64_t max_length,
@@ -93,6 +104,9 @@ std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>&
                                                  const ScoreOptions& options, ScorePlan* plan_out = nullptr);
 
 // Log-likelihoods of every (request, choice); `plan_out` receives the plan (truncation flags, row count).
+// The forward computes logits at the read positions only (PositionsForward) or everywhere (BatchForward).
+Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
+                              const PositionsForward& forward, const ScoreOptions& options, ScorePlan* plan_out = nullptr);
 Loglikelihoods score_requests(const std::vector<EvalRequest>& requests, int64_t max_length,
                               const BatchForward& forward, const ScoreOptions& options, ScorePlan* plan_out = nullptr);
 

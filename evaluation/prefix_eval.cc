@@ -159,7 +159,9 @@ Loglikelihoods score_with_prefix_reuse(const LlamaModel& model, const std::vecto
     for (const std::vector<int64_t>& rows : batch_rows(plan, options.batch_size)) {
       at::Tensor tokens = batch_tokens(plan, rows);
       KVCache cache = broadcast_cache(prefix, tokens.size(0));
-      read_loglikelihoods(model.forward(tokens, fwd, &cache).logits, plan, rows, local);
+      ForwardOptions at_reads = fwd;
+      at_reads.logit_positions = read_positions(plan, rows);  // indices into the suffix rows, as the reads
+      read_loglikelihoods(model.forward(tokens, at_reads, &cache).logits, plan, rows, local);
     }
     st.suffix_tokens += row_tokens(plan);
     st.rows += int64_t(plan.rows.size());
@@ -171,7 +173,11 @@ Loglikelihoods score_with_prefix_reuse(const LlamaModel& model, const std::vecto
   if (!split.fallback.empty()) {
     std::vector<EvalRequest> rest;
     for (int64_t i : split.fallback) rest.push_back(requests[size_t(i)]);
-    BatchForward forward = [&](const at::Tensor& tokens) { return model.forward(tokens, fwd).logits; };
+    PositionsForward forward = [&](const at::Tensor& tokens, const at::Tensor& positions) {
+      ForwardOptions at_reads = fwd;
+      at_reads.logit_positions = positions;
+      return model.forward(tokens, at_reads).logits;
+    };
     ScoreOptions so = options;
     so.progress_label.clear();
     ScorePlan plan;

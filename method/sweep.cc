@@ -37,7 +37,7 @@ std::vector<EvalReport> evaluate_sweep(const LlamaModel& model, const Tokenizer&
   requests.reserve(items.size());
   for (const EvalItem& it : items) requests.push_back(build_request(tok, it, options.add_bos));
   SweepStats local;
-  MultiBatchForward forward = [&](const at::Tensor& tokens, const EmitLogits& emit) {
+  MultiBatchForward forward = [&](const at::Tensor& tokens, const at::Tensor& positions, const EmitLogits& emit) {
     std::map<int64_t, at::Tensor> at_cut;  // hidden state entering layer c
     at::Tensor x;                          // undefined: start from the embedding
     int64_t done = 0;
@@ -58,6 +58,7 @@ std::vector<EvalReport> evaluate_sweep(const LlamaModel& model, const Tokenizer&
       ForwardOptions fo;
       fo.layers = rest[v];
       fo.input_hidden = at_cut[cuts[v]];  // undefined at cut 0: the embedding
+      fo.logit_positions = positions;     // the LM head on the read positions only
       emit(v, model.forward(tokens, fo).logits);
       local.layer_evals_shared += int64_t(rest[v].size());
       local.layer_evals_naive += int64_t(variants[v].kept.size());

@@ -11,7 +11,7 @@
 //
 // Work is counted in layer evaluations (one layer on one batch): naive = sum over variants of their kept
 // layers; shared = base layers run + the variants' remaining layers. The LM head runs once per variant in
-// both.
+// both, on the positions the scorer reads only.
 #pragma once
 #include <cstdint>
 #include <string>

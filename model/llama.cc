@@ -199,6 +199,27 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
   return update;
 }
 
+namespace {
+
+// ForwardOptions::logit_positions checked before any work (a KV cache is not advanced by a refused call).
+void check_logit_positions(const ForwardOptions& options, int64_t B, int64_t T) {
+  const at::Tensor& positions = options.logit_positions;
+  if (!positions.defined()) return;
+  if (!options.logits) throw InputError("forward: logit_positions given with logits = false");
+  if (positions.dim() != 1 || positions.scalar_type() != at::kLong)
+    throw InputError("forward: logit_positions must be a 1-D int64 tensor of flat indices into [batch * time], got " +
+                     std::to_string(positions.dim()) + "-D " + std::string(c10::toString(positions.scalar_type())));
+  if (positions.numel() > 0) {
+    const int64_t lo = positions.min().item<int64_t>(), hi = positions.max().item<int64_t>();
+    if (lo < 0 || hi >= B * T)
+      throw InputError("forward: logit position " + std::to_string(lo < 0 ? lo : hi) + " outside [0, " +
+                       std::to_string(B * T) + ") (batch " + std::to_string(B) + " x " + std::to_string(T) +
+                       " positions)");
+  }
+}
+
+}  // namespace
+
 ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions& options, KVCache* cache) const {
   if (tokens.dim() != 2) throw InputError("forward: tokens must be [batch, time]");
   const int64_t T = tokens.size(1);
@@ -212,6 +233,7 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
       throw InputError("token id " + std::to_string(lo < 0 ? lo : hi) + " outside the vocabulary [0, " +
                        std::to_string(config_.vocab_size) + ")");
   }
+  check_logit_positions(options, tokens.size(0), T);
   std::vector<int64_t> kept = kept_layers(options.layers);
   if (cache && cache->k.empty()) {
     cache->k.resize(kept.size());
@@ -247,8 +269,14 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
   if (options.return_hidden) result.hidden.push_back(x);
   if (cache) cache->length += T;
   if (options.logits) {
-    result.logits = at::linear(kernels::rms_norm(x, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
+    // Chosen positions: gather their hidden states first (as [1, N, D]), so the norm and the head (and, under
+    // tensor parallelism, the all-gather) run on N rows instead of B*T. Each row is normalised and
+    // multiplied on its own, so the rows are the full logits' rows up to the GEMM's summation order.
+    const bool chosen = options.logit_positions.defined();
+    at::Tensor h = chosen ? x.reshape({-1, x.size(2)}).index_select(0, options.logit_positions).unsqueeze(0) : x;
+    result.logits = at::linear(kernels::rms_norm(h, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
     if (tp_) result.logits = tp_->gather_vocab(result.logits, config_.vocab_size);  // vocab-parallel head
+    if (chosen) result.logits = result.logits.squeeze(0);
   }
   return result;
 }

@@ -53,6 +53,13 @@ struct ForwardOptions {
   bool return_hidden = false;
   // Compute logits (the LM head is a large share of the work; distance passes skip it).
   bool logits = true;
+  // Logits at chosen positions only: when defined (int64 [N], flat indices b*T + t into the batch's [B, T],
+  // any order, repeats allowed), the final norm and the LM head run on those N hidden states alone and the
+  // logits are [N, V]. The scorer reads a few positions per row (its continuations'), and the head is a
+  // large share of a small model's work (SmolLM2-135M: 49152 x 576, 57 of 287 MFLOP per token at 512
+  // positions). Undefined: logits at every position, [B, T, V]. Under tensor parallelism every rank passes
+  // the same positions (the head's all-gather then carries N rows instead of B*T).
+  at::Tensor logit_positions;
   // Resume from a hidden state: when defined ([B, T, D], compute dtype), it is the input of the first layer
   // in `layers` instead of the embedding of `tokens` (which still give the batch shape and positions).
   // The shared-prefix sweep runs the layers every variant shares once and resumes each variant from there.
@@ -60,7 +67,8 @@ struct ForwardOptions {
 };
 
 struct ForwardResult {
-  at::Tensor logits;                    // [B, T, V] float32 (undefined when options.logits is false)
+  at::Tensor logits;                    // [B, T, V] float32, or [N, V] at options.logit_positions
+                                        // (undefined when options.logits is false)
   std::vector<at::Tensor> hidden;       // n_kept + 1 tensors of [B, T, D] (compute dtype)
 };
 

@@ -22,7 +22,8 @@
 // LM head: vocab-parallel. Rank r multiplies by rows [v0, v1) of the head only (1/tp of its memory and
 // FLOPs), and one all-gather of B x T x ceil(V/tp) float32 logits per rank assembles [B, T, V] on every
 // rank. A tied head is a zero-copy row range of the replicated embedding. Passes that need no logits
-// (layer distances) skip the head and its all-gather.
+// (layer distances) skip the head and its all-gather; the scorer's passes run both on the positions they
+// read only (ForwardOptions::logit_positions: N x ceil(V/tp) per rank).
 #pragma once
 #include <ATen/core/Tensor.h>
 

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "common/csv.h"
@@ -377,6 +379,49 @@ TEST(Scoring, SingleTokenRowEqualsOneRowPerChoice) {
   EXPECT_EQ(per_choice_plan.rows.size(), choices);
   EXPECT_LT(want_rows, choices);
   EXPECT_EQ(shared_plan.truncated, per_choice_plan.truncated);
+}
+
+// The scorer asks the forward for logits at the positions its reads need only (issue 15): each distinct
+// read position once (a shared single-token row's choices are all read from its last position), as flat
+// indices into the padded batch, and the answers are those read from the full logits.
+TEST(Scoring, AsksForTheReadPositionsOnly) {
+  RandomSetup s;
+  ScoreOptions so;
+  so.batch_size = 4;
+  so.progress_label = "";
+  int64_t asked = 0, tokens = 0;
+  PositionsForward at_reads = [&](const at::Tensor& t, const at::Tensor& positions) {
+    asked += positions.numel();
+    tokens += t.numel();
+    ForwardOptions fo;
+    fo.logit_positions = positions;
+    return s.model->forward(t, fo).logits;
+  };
+  ScorePlan plan;
+  Loglikelihoods got = score_requests(s.requests, s.model->config().max_position_embeddings, at_reads, so, &plan);
+  expect_same(got, s.score(4, true), 1e-5, "logits at the read positions vs everywhere");
+  int64_t distinct = 0;
+  for (const ScoreRow& row : plan.rows) {
+    std::set<int64_t> p;
+    for (const ScoreRead& rd : row.reads)
+      for (size_t j = 0; j < rd.targets.size(); ++j) p.insert(rd.start + int64_t(j));
+    distinct += int64_t(p.size());
+  }
+  EXPECT_EQ(asked, distinct);
+  EXPECT_LT(asked * 3, tokens) << "most positions need no logits";
+
+  // read_loglikelihoods takes [B, T, V] or the [N, V] rows at read_positions(), with the same numbers.
+  const std::vector<int64_t> rows = batch_rows(plan, 4).front();
+  at::Tensor logits = s.model->forward(batch_tokens(plan, rows)).logits;
+  at::Tensor positions = read_positions(plan, rows);
+  at::Tensor picked = logits.reshape({-1, logits.size(2)}).index_select(0, positions);
+  Loglikelihoods a(s.requests.size()), b;
+  for (size_t r = 0; r < s.requests.size(); ++r) a[r].assign(s.requests[r].continuations.size(), 0.0);
+  b = a;
+  read_loglikelihoods(logits, plan, rows, a);
+  read_loglikelihoods(picked, plan, rows, b);
+  EXPECT_EQ(a, b);
+  EXPECT_THROW(read_loglikelihoods(picked.narrow(0, 0, picked.size(0) - 1), plan, rows, b), std::exception);
 }
 
 TEST(Scoring, LoglikelihoodIsTheSumOfLogSoftmax) {

@@ -165,6 +165,64 @@ TEST(Llama, BatchOfNEqualsNSingleRuns) {
   }
 }
 
+// Logits at chosen positions (ForwardOptions::logit_positions) are the full logits' rows, in the order asked,
+// repeats included: the final norm works row by row, and the head multiplies only the gathered rows. The
+// only difference is the head's GEMM shape ([N, D] instead of [B*T, D] rows), and MKL picks its kernel by
+// shape, so a row's dot products may be summed in another order: equal within float32 rounding (1e-6
+// relative to logits of magnitude ~1 here), not promised bit for bit.
+TEST(Llama, LogitsAtChosenPositionsAreTheFullLogitsRows) {
+  TempDir d;
+  LlamaConfig c = shape(32, 50, 3, 8, 2, 64, 64);
+  make_random_model(c, d.path(), MakeModelOptions{});
+  LlamaModel m = LlamaModel::load(d.path());
+  at::Tensor batch = (at::arange(21, at::kLong) * 37 % 63 + 1).view({3, 7});
+  ForwardOptions all;
+  all.layers = {0, 2};
+  at::Tensor rows = m.forward(batch, all).logits.reshape({21, 64});
+  for (const std::vector<int64_t>& pos : std::vector<std::vector<int64_t>>{{6}, {0, 7, 20}, {20, 3, 3, 0}, {}}) {
+    ForwardOptions o = all;
+    o.logit_positions = at::tensor(pos, at::kLong);
+    at::Tensor got = m.forward(batch, o).logits;
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{int64_t(pos.size()), 64}));
+    EXPECT_EQ(got.scalar_type(), at::kFloat);
+    if (pos.empty()) continue;
+    at::Tensor want = rows.index_select(0, o.logit_positions);
+    EXPECT_LE(((got - want).abs() / (1 + want.abs())).max().item<double>(), 1e-6) << pos.size() << " positions";
+  }
+  // Every position, in order: the full logits themselves (within rounding).
+  ForwardOptions every = all;
+  every.logit_positions = at::arange(21, at::kLong);
+  EXPECT_LE((m.forward(batch, every).logits - rows).abs().max().item<double>(), 1e-5);
+
+  // With a KV cache the positions index the new tokens: the last position of a continued sequence.
+  KVCache cache;
+  m.forward(batch.narrow(1, 0, 4), {}, &cache);
+  ForwardOptions last;
+  last.logit_positions = at::tensor(std::vector<int64_t>{2, 5, 8}, at::kLong);  // position 6 of each row
+  at::Tensor cached = m.forward(batch.narrow(1, 4, 3), last, &cache).logits;
+  at::Tensor want = m.forward(batch).logits.select(1, 6);
+  EXPECT_LE((cached - want).abs().max().item<double>(), 1e-5);
+
+  // Positions outside [0, B*T), of another type or shape, or without logits are refused, naming the numbers.
+  ForwardOptions bad;
+  bad.logit_positions = at::tensor(std::vector<int64_t>{0, 21}, at::kLong);
+  EXPECT_CONTAINS(testing::input_error([&] { m.forward(batch, bad); }), "21");
+  bad.logit_positions = at::tensor(std::vector<int64_t>{-1}, at::kLong);
+  EXPECT_CONTAINS(testing::input_error([&] { m.forward(batch, bad); }), "-1");
+  bad.logit_positions = at::zeros({2, 2}, at::kLong);
+  EXPECT_THROW(m.forward(batch, bad), InputError);
+  bad.logit_positions = at::zeros({2}, at::kFloat);
+  EXPECT_THROW(m.forward(batch, bad), InputError);
+  bad.logit_positions = at::zeros({2}, at::kLong);
+  bad.logits = false;
+  EXPECT_THROW(m.forward(batch, bad), InputError);
+  // A refused call leaves a KV cache as it was.
+  bad.logit_positions = at::tensor(std::vector<int64_t>{99}, at::kLong);
+  bad.logits = true;
+  EXPECT_THROW(m.forward(batch.narrow(1, 4, 3), bad, &cache), InputError);
+  EXPECT_EQ(cache.length, 7);
+}
+
 TEST(Llama, KVCacheEqualsFullForward) {
   TempDir d;
   LlamaConfig c = shape(32, 48, 2, 4, 4, 40, 32);

@@ -10,9 +10,12 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -160,6 +163,102 @@ Expected single_process(const std::string& dir, const std::vector<std::vector<in
 // row-parallel product sums its partial products in another order than one GEMM does, so float32 logits of
 // magnitude ~15 (stories260K) differ by a few ulps (1 ulp = 1e-6 there) from the single-process model.
 double max_rel_diff(const at::Tensor& a, const at::Tensor& b) { return ((a - b).abs() / (1 + b.abs())).max().item<double>(); }
+
+// ---- logits at chosen positions, ranks as threads of this process ----
+
+// A tensor-parallel group whose ranks are threads: each collective is a rendezvous where every rank posts
+// its tensor and the last to arrive stacks them (enough for the model's all-reduce and all-gather). A rank
+// that does not arrive within a minute makes the others throw CommError instead of hanging the test.
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int size) : posted_(size_t(size)) {}
+  int size() const { return int(posted_.size()); }
+  at::Tensor exchange(int rank, const at::Tensor& t) {  // [size, *t.shape]
+    std::unique_lock<std::mutex> lock(mutex_);
+    const uint64_t generation = generation_;
+    posted_[size_t(rank)] = t.clone();
+    if (++arrived_ == size()) {
+      stacked_ = at::stack(posted_);
+      arrived_ = 0;
+      ++generation_;
+      done_.notify_all();
+    } else if (!done_.wait_for(lock, std::chrono::seconds(60), [&] { return generation_ != generation; })) {
+      throw CommError("thread group: a rank did not reach the collective");
+    }
+    return stacked_;  // the next collective replaces the handle, not this tensor
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable done_;
+  std::vector<at::Tensor> posted_;
+  at::Tensor stacked_;
+  int arrived_ = 0;
+  uint64_t generation_ = 0;
+};
+
+class ThreadRank : public Communicator {
+ public:
+  ThreadRank(ThreadGroup& group, int rank) : group_(group), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return group_.size(); }
+  std::string backend() const override { return "threads"; }
+  void all_reduce_sum(at::Tensor& t) override { t.copy_(group_.exchange(rank_, t).sum(0)); }
+  void broadcast(at::Tensor& t, int root) override { t.copy_(group_.exchange(rank_, t)[root]); }
+  at::Tensor all_gather(const at::Tensor& t) override { return group_.exchange(rank_, t); }
+  void barrier() override { group_.exchange(rank_, at::zeros({1})); }
+  void broadcast_string(std::string&, int) override { throw std::logic_error("ThreadRank: no strings"); }
+  bool any(bool flag) override { return group_.exchange(rank_, at::full({1}, flag ? 1.0 : 0.0)).sum().item<double>() > 0; }
+
+ private:
+  ThreadGroup& group_;
+  int rank_;
+};
+
+// The vocab-parallel head on gathered rows: each rank multiplies its vocabulary rows by the N chosen
+// positions' hidden states only, and the all-gather assembles [N, V] (an uneven split: 301 words at tp 2
+// and 4). On every rank the result equals that rank's full logits' rows (same group, same sums, only the
+// head's GEMM shape differs) and the single-process model's (the row-parallel sums differ by rounding).
+TEST(TensorParallelLogitPositions, EqualTheFullLogitsRowsOnEveryRank) {
+  testing::TempDir d;
+  LlamaConfig c = shape(64, 2, 8, 4, 96, 301);
+  make_random_model(c, d.path(), MakeModelOptions{});
+  const std::vector<std::vector<int64_t>> seqs = test_batch(c.vocab_size);
+  at::Tensor tokens = at::zeros({2, 11}, at::kLong);
+  for (size_t b = 0; b < seqs.size(); ++b)
+    for (size_t t = 0; t < seqs[b].size(); ++t) tokens[int64_t(b)][int64_t(t)] = seqs[b][t];
+  at::Tensor positions = at::tensor(std::vector<int64_t>{10, 0, 16, 5, 10}, at::kLong);  // any order, repeats
+  at::Tensor whole = LlamaModel::load(d.path()).forward(tokens).logits.reshape({22, c.vocab_size});
+  for (int tp : {2, 4}) {
+    ThreadGroup group(tp);
+    const size_t ranks_n = static_cast<size_t>(tp);
+    std::vector<at::Tensor> full(ranks_n), picked(ranks_n);
+    std::vector<std::string> errors(ranks_n);
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < tp; ++r)
+      ranks.emplace_back([&, r] {
+        try {
+          LoadOptions lo;
+          lo.comm = std::make_shared<ThreadRank>(group, r);
+          LlamaModel m = LlamaModel::load(d.path(), lo);
+          full[size_t(r)] = m.forward(tokens).logits;
+          ForwardOptions o;
+          o.logit_positions = positions;
+          picked[size_t(r)] = m.forward(tokens, o).logits;
+        } catch (const std::exception& e) {
+          errors[size_t(r)] = e.what();
+        }
+      });
+    for (std::thread& t : ranks) t.join();
+    for (int r = 0; r < tp; ++r) {
+      ASSERT_EQ(errors[size_t(r)], "") << "tp " << tp << " rank " << r;
+      ASSERT_EQ(picked[size_t(r)].sizes(), (std::vector<int64_t>{5, c.vocab_size})) << "tp " << tp << " rank " << r;
+      at::Tensor rows = full[size_t(r)].reshape({22, c.vocab_size}).index_select(0, positions);
+      EXPECT_LE(max_rel_diff(picked[size_t(r)], rows), 1e-6) << "tp " << tp << " rank " << r;
+      EXPECT_LE(max_rel_diff(picked[size_t(r)], whole.index_select(0, positions)), 1e-5) << "tp " << tp << " rank " << r;
+    }
+  }
+}
 
 // Bytes of rank `rank`'s shard, from the layout's definition (not from the loader).
 uint64_t expected_shard_bytes(const LlamaConfig& c, int tp, int rank, uint64_t elem) {
