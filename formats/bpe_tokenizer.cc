@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "common/error.h"
+#include "formats/json_input.h"
 #include "common/hashing.h"
 #include "common/text_file.h"
 
@@ -763,37 +764,9 @@ void parse_added_tokens(const JsonField& f, BpeTokenizer::Model* m) {
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) { return from_json(read_file(path), path); }
 
-void check_json_nesting(const std::string& text, const std::string& name, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth)
-        throw InputError(name + ": JSON nested deeper than " + std::to_string(max_depth) + " levels (at byte " +
-                         std::to_string(i) + ")");
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-}
 
 BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string& name) {
-  // nlohmann's lexer takes a NUL byte for the end of input, which would let bytes after it go unread.
-  if (text.find('\0') != std::string::npos) throw InputError(name + ": not valid JSON (it contains a NUL byte)");
-  // nlohmann's parser and destructor recurse: a hostile file nested a million deep would exhaust the stack.
-  check_json_nesting(text, name, 64);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw InputError(name + ": not valid JSON (" + e.what() + ")");
-  }
+  const json j = parse_json_input(text, name);
   const JsonField root{j, name};
   if (!j.is_object()) root.fail("expected a JSON object (a tokenizers tokenizer.json), found " + JsonField::describe(j));
   auto m = std::make_shared<Model>();

@@ -82,8 +82,4 @@ class BpeTokenizer {
   std::shared_ptr<Model> m_;
 };
 
-// InputError naming `name` when the JSON text nests arrays/objects deeper than max_depth (checked before
-// parsing: nlohmann's parser and destructor recurse, so a hostile file nested a million deep would crash).
-void check_json_nesting(const std::string& text, const std::string& name, int max_depth);
-
 }  // namespace layerprune

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "formats/json_input.h"
 #include "common/text_file.h"
 
 namespace layerprune {
@@ -229,14 +230,7 @@ int64_t LlamaConfig::head_dim() const { return num_attention_heads > 0 ? hidden_
 int64_t LlamaConfig::kv_dim() const { return num_key_value_heads * head_dim(); }
 
 LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& source_name) {
-  // nlohmann's lexer takes a NUL byte for the end of input, which would let bytes after it go unread.
-  if (text.find('\0') != std::string::npos) throw InputError(source_name + ": not valid JSON (it contains a NUL byte)");
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw InputError(source_name + ": not valid JSON (" + e.what() + ")");
-  }
+  const json j = parse_json_input(text, source_name);
   if (!j.is_object()) throw InputError(source_name + ": expected a JSON object (an HF config.json), got " + describe(j));
   Fields f(j, source_name);
   const Family& family = check_family(f, source_name);

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "formats/json_input.h"
 #include "common/text_file.h"
 
 namespace layerprune {
@@ -425,12 +426,7 @@ std::vector<std::shared_ptr<SafetensorsFile>> open_sharded(const std::string& in
   const uint64_t size = fs::file_size(index_path, ec);
   if (!ec && size > kMaxIndexBytes)
     throw InputError(index_path + ": " + std::to_string(size) + " bytes is too large for a shard index");
-  json index;
-  try {
-    index = json::parse(read_file(index_path));
-  } catch (const json::parse_error& e) {
-    throw InputError(index_path + ": not valid JSON (" + e.what() + ")");
-  }
+  json index = parse_json_input(read_file(index_path), index_path);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     throw InputError(index_path + ": expected an object with a \"weight_map\" object {tensor: shard file}");
 

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/text_file.h"
+#include "formats/json_input.h"
 #include "formats/bpe_tokenizer.h"
 #include "formats/tokenizer.h"
 
@@ -24,15 +25,7 @@ struct TokenizerConfig {
 
 TokenizerConfig read_tokenizer_config(const std::string& path) {
   using nlohmann::json;
-  const std::string text = read_file(path);
-  if (text.find('\0') != std::string::npos) throw InputError(path + ": not valid JSON (it contains a NUL byte)");
-  check_json_nesting(text, path, 64);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + ")");
-  }
+  const json j = parse_json_input(read_file(path), path);
   if (!j.is_object()) throw InputError(path + ": expected a JSON object, found " + std::string(j.type_name()));
   TokenizerConfig c;
   if (auto it = j.find("add_bos_token"); it != j.end() && !it->is_null()) {

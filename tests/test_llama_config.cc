@@ -156,6 +156,12 @@ TEST(LlamaConfig, WrongTypesNameTheField) {
   EXPECT_CONTAINS(input_error([] { LlamaConfig::from_json("[1]", "cfg.json"); }), "cfg.json: expected a JSON object");
   EXPECT_CONTAINS(input_error([] { LlamaConfig::from_json(config_json() + std::string("\0junk", 5), "cfg.json"); }),
                   "cfg.json: not valid JSON (it contains a NUL byte)");
+  // A hostile file nested a million deep: refused before parsing (nlohmann's parser recurses).
+  EXPECT_CONTAINS(input_error([] {
+                    LlamaConfig::from_json("{\"rope_scaling\": " + std::string(1000000, '[') + std::string(1000000, ']') + "}",
+                                           "cfg.json");
+                  }),
+                  "cfg.json: JSON nested deeper than 64 levels");
   EXPECT_CONTAINS(input_error([] { LlamaConfig::from_file("/nonexistent/config.json"); }), "/nonexistent/config.json");
 }
 
