@@ -16,6 +16,7 @@
 #include "common/hashing.h"
 #include "common/text_file.h"
 #include "formats/bpe_tokenizer.h"
+#include "formats/gguf.h"
 #include "formats/tokenizer.h"
 #include "tests/test_support.h"
 #include "tests/tokenizer_test_support.h"
@@ -105,76 +106,24 @@ void expect_whole_files(const BpeTokenizer& tok, const json& g) {
 }
 
 // ------------------------------------------------------------------------------------------------------
-// SmolLM2's tokenizer from the GGUF. A minimal reader of GGUF metadata for this test only (the project's
-// GGUF reader is formats/gguf.h's job): it walks the key/value section and keeps the tokenizer.* keys.
+// SmolLM2's tokenizer from the GGUF, its tokenizer.ggml.* keys read by formats/gguf.h.
 
-struct GgufMetadata {
-  std::map<std::string, std::vector<std::string>> string_arrays;
-  std::map<std::string, std::vector<int64_t>> int_arrays;
-  std::map<std::string, std::string> strings;
-  std::map<std::string, int64_t> ints;
-};
-
-GgufMetadata read_gguf_tokenizer(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  auto u32 = [&] { uint32_t v = 0; f.read(reinterpret_cast<char*>(&v), 4); return v; };
-  auto u64 = [&] { uint64_t v = 0; f.read(reinterpret_cast<char*>(&v), 8); return v; };
-  auto str = [&] {
-    const uint64_t n = u64();
-    if (!f || n > (1u << 24)) throw std::runtime_error(path + ": bad GGUF string");
-    std::string s(n, '\0');
-    f.read(s.data(), std::streamsize(n));
-    return s;
-  };
-  auto scalar = [&](uint32_t type) -> int64_t {
-    static const int kSize[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-    if (type > 12 || kSize[type] == 0) throw std::runtime_error(path + ": unexpected GGUF type");
-    int64_t v = 0;
-    f.read(reinterpret_cast<char*>(&v), kSize[type]);
-    if (type == 5 && v >= (int64_t(1) << 31)) v -= int64_t(1) << 32;  // int32
-    return v;
-  };
-  GgufMetadata m;
-  if (u32() != 0x46554747u) throw std::runtime_error(path + ": not a GGUF file");
-  u32();  // version
-  u64();  // tensor count
-  const uint64_t kv = u64();
-  for (uint64_t i = 0; i < kv && f; ++i) {
-    const std::string key = str();
-    const uint32_t type = u32();
-    if (type == 8) {
-      m.strings[key] = str();
-    } else if (type == 9) {
-      const uint32_t item = u32();
-      const uint64_t n = u64();
-      for (uint64_t k = 0; k < n && f; ++k) {
-        if (item == 8) m.string_arrays[key].push_back(str());
-        else m.int_arrays[key].push_back(scalar(item));
-      }
-    } else {
-      m.ints[key] = scalar(type);
-    }
-  }
-  if (!f) throw std::runtime_error(path + ": truncated GGUF metadata");
-  return m;
-}
-
-const GgufMetadata& smollm2_metadata() {
-  static const GgufMetadata m = read_gguf_tokenizer(testing::data_file(kSmolLM2));
+const GgufTokenizerMetadata& smollm2_metadata() {
+  static const GgufTokenizerMetadata m = read_gguf_tokenizer(*GgufFile::open(testing::data_file(kSmolLM2)));
   return m;
 }
 
 BpeTokenizer::GgufVocab smollm2_vocab() {
-  const GgufMetadata& m = smollm2_metadata();
+  const GgufTokenizerMetadata& m = smollm2_metadata();
   BpeTokenizer::GgufVocab v;
-  v.tokens = m.string_arrays.at("tokenizer.ggml.tokens");
-  v.merges = m.string_arrays.at("tokenizer.ggml.merges");
-  for (int64_t t : m.int_arrays.at("tokenizer.ggml.token_type")) v.token_types.push_back(int32_t(t));
-  v.pre = m.strings.at("tokenizer.ggml.pre");
-  v.bos_id = int32_t(m.ints.at("tokenizer.ggml.bos_token_id"));
-  v.eos_id = int32_t(m.ints.at("tokenizer.ggml.eos_token_id"));
-  v.unk_id = int32_t(m.ints.at("tokenizer.ggml.unknown_token_id"));
-  v.add_bos = m.ints.at("tokenizer.ggml.add_bos_token") != 0;
+  v.tokens = m.tokens;
+  v.merges = m.merges;
+  for (int64_t t : m.token_types) v.token_types.push_back(int32_t(t));
+  v.pre = m.pre;
+  v.bos_id = int32_t(m.bos_token_id.value());
+  v.eos_id = int32_t(m.eos_token_id.value());
+  v.unk_id = int32_t(m.unknown_token_id.value());
+  v.add_bos = m.add_bos_token.value();
   return v;
 }
 
@@ -182,12 +131,11 @@ BpeTokenizer::GgufVocab smollm2_vocab() {
 // as ["a", "b"] pairs (the layout tokenizers >= 0.20 writes).
 std::string smollm2_tokenizer_json() {
   json j = json::parse(read_file(testing::source_file("tests/golden/bpe/smollm2_template.json")));
-  const GgufMetadata& m = smollm2_metadata();
-  const auto& tokens = m.string_arrays.at("tokenizer.ggml.tokens");
+  const auto& tokens = smollm2_metadata().tokens;
   json vocab = json::object();
   for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = i;
   json merges = json::array();
-  for (const std::string& s : m.string_arrays.at("tokenizer.ggml.merges")) {
+  for (const std::string& s : smollm2_metadata().merges) {
     const size_t sp = s.find(' ', 1);
     merges.push_back(json::array({s.substr(0, sp), s.substr(sp + 1)}));
   }
