@@ -13,6 +13,7 @@
 // skipping, never copying, weights.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <memory>
 #include <string>
@@ -78,6 +79,9 @@ struct LoadOptions {
   // A tensor-parallel group (model/tensor_parallel.h): load only this rank's shard and run the forward
   // pass with the group. Null or size 1: the whole model in this process.
   std::shared_ptr<Communicator> comm;
+  // Where the weights go and the forward pass runs (model/device.h): the CPU keeps zero-copy views of the
+  // checkpoint mapping; a GPU gets each tensor copied from the mapping on its own (never a whole host copy).
+  c10::Device device = c10::Device(c10::kCPU);
 };
 
 class LlamaModel {
@@ -92,6 +96,7 @@ class LlamaModel {
   const LlamaConfig& config() const { return config_; }
   const LlamaWeights& weights() const { return weights_; }
   at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  c10::Device device() const { return weights_.embed.device(); }
   // Bytes of weights mapped from the checkpoint vs copied into memory at load (dtype conversions).
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   uint64_t copied_bytes() const { return copied_bytes_; }
