@@ -132,7 +132,8 @@ void read_loglikelihoods(const at::Tensor& logits, const ScorePlan& plan, const 
   TORCH_CHECK(full || logits.size(0) == int64_t(flat.size()), "read_loglikelihoods: logits ", logits.sizes(),
               " for the ", flat.size(), " read positions of a batch of ", rows.size(), " rows");
   if (flat.empty()) return;
-  at::Tensor picked = full ? logits.reshape({-1, V}).index_select(0, at::tensor(flat, at::kLong)) : logits;
+  at::Tensor picked = full ? logits.reshape({-1, V}).index_select(0, at::tensor(flat, at::kLong).to(logits.device())) : logits;
+  picked = picked.to(at::kCPU);  // from a GPU: only the read rows travel; the same float64 arithmetic below
   at::Tensor logp = at::log_softmax(picked.to(at::kDouble), -1).contiguous();
   const double* p = logp.data_ptr<double>();
   for (size_t b = 0; b < rows.size(); ++b)

@@ -31,7 +31,8 @@ void rms_rows_f32(const float* __restrict x, const float* __restrict w, float* _
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const int64_t D = x.size(-1);
-  if (x.scalar_type() != at::kFloat) return rms_norm_reference(x, weight, eps);  // bf16: LibTorch's ops
+  // bf16, and every device but the CPU (CUDA: the same ATen ops run as GPU kernels): LibTorch's ops.
+  if (x.scalar_type() != at::kFloat || !x.is_cpu()) return rms_norm_reference(x, weight, eps);
   if (!x.is_contiguous() || weight.scalar_type() != at::kFloat || weight.numel() != D)
     throw std::invalid_argument("rms_norm: x must be contiguous [..., D] and weight [D] of the same dtype");
   at::Tensor w = weight.contiguous();

@@ -7,7 +7,8 @@ namespace layerprune::kernels {
 
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
-// x: contiguous [..., D] float32 or bfloat16; weight [D] of the same dtype. Returns a new tensor.
+// x: contiguous [..., D] float32 or bfloat16; weight [D] of the same dtype. Returns a new tensor. Off the CPU
+// (a GPU) it is rms_norm_reference: the same ATen ops, run there as GPU kernels.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 }  // namespace layerprune::kernels

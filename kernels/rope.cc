@@ -44,6 +44,7 @@ at::Tensor rope(const at::Tensor& x, int64_t heads, int64_t start, const at::Ten
   if (cos.scalar_type() != at::kFloat || !cos.is_contiguous() || !sin.is_contiguous() ||
       cos.size(1) * 2 != x.size(2) / heads || start + x.size(1) > cos.size(0))
     throw std::invalid_argument("rope: cos/sin tables must be contiguous float32 [max_pos >= start + T, head_dim / 2]");
+  if (!x.is_cpu()) return rope_reference(x, heads, start, cos, sin);  // a GPU: the same math in ATen ops
   const int64_t B = x.size(0), T = x.size(1), hd = x.size(2) / heads;
   at::Tensor out = at::empty_like(x);
   auto run = [&](auto* in, auto* o) {

@@ -12,6 +12,7 @@ namespace layerprune::kernels {
 at::Tensor rope_reference(const at::Tensor& x, int64_t heads, int64_t start, const at::Tensor& cos, const at::Tensor& sin);
 
 // One pass, parallel over tokens; float32 or bfloat16 x (math in float32), contiguous; returns a new tensor.
+// Off the CPU (a GPU; cos and sin on the same device) it is rope_reference, in ATen ops.
 at::Tensor rope(const at::Tensor& x, int64_t heads, int64_t start, const at::Tensor& cos, const at::Tensor& sin);
 
 }  // namespace layerprune::kernels

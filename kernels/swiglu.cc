@@ -22,7 +22,7 @@ at::Tensor& swiglu_(at::Tensor& gate, const at::Tensor& up) {
   if (!gate.is_contiguous() || !up.is_contiguous() || !gate.sizes().equals(up.sizes()) ||
       gate.scalar_type() != up.scalar_type())
     throw std::invalid_argument("swiglu_: gate and up must be contiguous tensors of one shape and dtype");
-  if (gate.scalar_type() != at::kFloat) {  // bf16: compute in float32 by LibTorch's ops
+  if (gate.scalar_type() != at::kFloat || !gate.is_cpu()) {  // bf16 or a GPU: in float32 by LibTorch's ops
     gate.copy_(swiglu_reference(gate.to(at::kFloat), up.to(at::kFloat)));
     return gate;
   }

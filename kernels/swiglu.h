@@ -7,7 +7,8 @@ namespace layerprune::kernels {
 
 at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up);
 
-// In place on `gate` (contiguous float32 or bfloat16, same shape and dtype as `up`); returns gate.
+// In place on `gate` (contiguous float32 or bfloat16, same shape and dtype as `up`); returns gate. Off the
+// CPU (a GPU) the reference's ATen ops in float32, written back into gate.
 at::Tensor& swiglu_(at::Tensor& gate, const at::Tensor& up);
 
 }  // namespace layerprune::kernels

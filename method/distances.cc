@@ -89,14 +89,14 @@ DistanceTable measure_distances(const LlamaModel& model, const CalibrationSet& c
     }
     ForwardResult r = model.forward(tokens, fwd);
     // x[i, b, :] = hidden state i of sequence b at its last real token, in float64.
-    at::Tensor index = last.view({nb, 1, 1}).expand({nb, 1, model.config().hidden_size});
+    at::Tensor index = last.to(model.device()).view({nb, 1, 1}).expand({nb, 1, model.config().hidden_size});
     std::vector<at::Tensor> states;
     states.reserve(size_t(S));
     for (const at::Tensor& h : r.hidden) states.push_back(h.gather(1, index).squeeze(1).to(at::kDouble));
     at::Tensor x = at::stack(states, 1);                                  // [nb, S, D]
     at::Tensor unit = x / x.norm(2, -1, /*keepdim=*/true);
     at::Tensor cos = at::bmm(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0);  // [nb, S, S]
-    sum += (at::acos(cos) / M_PI).sum(0);
+    sum += (at::acos(cos) / M_PI).sum(0).to(at::kCPU);  // float64 on the model's device, summed on the host
     progress.advance(nb);
   }
   sum /= double(N);

@@ -31,6 +31,10 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights, std::shared_ptr
   heads_ = tp_ ? tp_->plan().heads : config_.num_attention_heads;
   kv_heads_ = tp_ ? tp_->plan().kv_heads : config_.num_key_value_heads;
   std::tie(rope_cos_, rope_sin_) = rope_tables(config_);
+  if (weights_.embed.defined() && !weights_.embed.device().is_cpu()) {
+    rope_cos_ = rope_cos_.to(weights_.embed.device());
+    rope_sin_ = rope_sin_.to(weights_.embed.device());
+  }
 }
 
 std::pair<at::Tensor, at::Tensor> rope_tables(const LlamaConfig& config) {
@@ -46,6 +50,7 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
   Checkpoint ckpt = Checkpoint::open(dir);
   if (options.check_tensors) check_llama_checkpoint(ckpt, config);
   at::ScalarType dtype = parse_compute_dtype(options.dtype);
+  const c10::Device device = options.device;
   // Under tensor parallelism every tensor is read through its shard rule; without, each rule is "all".
   std::shared_ptr<const TensorParallel> tp;
   TensorParallelPlan plan = plan_tensor_parallel(config, 1, 0);
@@ -70,7 +75,12 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& options) 
     }
     uint64_t bytes = uint64_t(t.numel()) * dtype_size(v.dtype);  // of the file's bytes
     loaded += bytes;
-    if (t.scalar_type() != dtype) {
+    if (!device.is_cpu()) {
+      // To the device tensor by tensor, straight from the mapping (or this rank's shard of it); the dtype
+      // conversion runs there. The host holds at most one tensor's shard copy at a time.
+      t = t.to(device).to(dtype);
+      zero_copy = false;
+    } else if (t.scalar_type() != dtype) {
       t = t.to(dtype);
       zero_copy = false;
     }
@@ -142,10 +152,9 @@ std::vector<int64_t> LlamaModel::kept_layers(const std::vector<int64_t>& layers)
 }
 
 at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& xn, int64_t start,
-                                 at::Tensor* k_cache, at::Tensor* v_cache) const {
+                                 at::Tensor* k_cache, at::Tensor* v_cache, bool sdpa) const {
   const int64_t B = xn.size(0), T = xn.size(1);
   const int64_t H = heads_, KV = kv_heads_, hd = config_.head_dim();  // this rank's heads
-  const int64_t rep = H / KV;
   // Undefined biases (all families but Qwen2) add nothing.
   at::Tensor q = kernels::rope(at::linear(xn, w.wq, w.bq), H, start, rope_cos_, rope_sin_).view({B, T, H, hd}).transpose(1, 2);
   at::Tensor k = kernels::rope(at::linear(xn, w.wk, w.bk), KV, start, rope_cos_, rope_sin_).view({B, T, KV, hd}).transpose(1, 2);
@@ -158,7 +167,17 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
     *k_cache = k;
     *v_cache = v;
   }
-  const int64_t S = k.size(2);  // keys: cached + new
+  at::Tensor out = sdpa ? attend_sdpa(q, k, v, start) : attend_cpu(q, k, v, start);
+  out = out.transpose(1, 2).reshape({B, T, H * hd});
+  at::Tensor update = at::linear(out, w.wo);
+  if (tp_) tp_->reduce(update);  // row-parallel o_proj: sum the ranks' partial products
+  if (w.bo.defined()) update += w.bo;  // after the sum: once, not once per rank
+  return update;
+}
+
+at::Tensor LlamaModel::attend_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start) const {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3), KV = k.size(1), S = k.size(2);
+  const int64_t rep = H / KV;
   // GQA without copying K/V: query heads h = g*rep + r share KV head g, so fold the rep query heads of a
   // group into the row dimension: [rep*T, hd] x [hd, S] per (sequence, KV head). The groups run in
   // parallel, each a chain of two small products and the softmax whose scores stay in cache; a batched
@@ -192,11 +211,31 @@ at::Tensor LlamaModel::attention(const LlamaLayerWeights& w, const at::Tensor& x
           at::mm_out(out_rows, scores.to(v.scalar_type()), vg[i].narrow(0, 0, keys));
         }
   });
-  out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
-  at::Tensor update = at::linear(out, w.wo);
-  if (tp_) tp_->reduce(update);  // row-parallel o_proj: sum the ranks' partial products
-  if (w.bo.defined()) update += w.bo;  // after the sum: once, not once per rank
-  return update;
+  return out.view({B, H, T, hd});
+}
+
+at::Tensor LlamaModel::attend_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start) const {
+  const int64_t T = q.size(2), S = k.size(2), hd = q.size(3);
+  const int64_t window = config_.sliding_window;
+  const bool windowed = window > 0 && start + T > window;
+  // Query row t is position start + t and sees keys j <= start + t (and, with a window, j > start + t -
+  // window). Without a cache and a window that is the plain causal mask, which SDPA's is_causal gives to
+  // the flash kernel without a mask tensor; a single query after a cache sees every key. Otherwise a
+  // boolean [T, S] mask (true = attend), made on the device.
+  std::optional<at::Tensor> mask;
+  bool causal = false;
+  if (!windowed && start == 0) {
+    causal = T > 1;
+  } else if (windowed || T > 1) {
+    const auto opts = at::TensorOptions().dtype(at::kLong).device(q.device());
+    at::Tensor p = at::arange(start, start + T, opts).unsqueeze(1), j = at::arange(S, opts).unsqueeze(0);
+    at::Tensor allowed = j <= p;
+    if (windowed) allowed = allowed.logical_and(p - j < window);
+    mask = allowed;
+  }
+  // GQA without copying K/V: enable_gqa maps query head h to KV head h / (H / KV) inside the kernel.
+  return at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal, 1.0 / std::sqrt(double(hd)),
+                                          /*enable_gqa=*/q.size(1) != k.size(1));
 }
 
 namespace {
@@ -227,6 +266,8 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
   if (start + T > config_.max_position_embeddings)
     throw InputError("sequence of " + std::to_string(start + T) + " positions exceeds the model's context of " +
                      std::to_string(config_.max_position_embeddings));
+  // Checked where they are (a CPU batch is checked on the host before it travels), then moved to the
+  // weights' device.
   if (tokens.numel() > 0) {
     int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
     if (lo < 0 || hi >= config_.vocab_size)
@@ -234,6 +275,9 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
                        std::to_string(config_.vocab_size) + ")");
   }
   check_logit_positions(options, tokens.size(0), T);
+  const c10::Device device = this->device();
+  const bool sdpa = options.sdpa_attention || !device.is_cpu();
+  const at::Tensor ids = tokens.device() == device ? tokens : tokens.to(device);
   std::vector<int64_t> kept = kept_layers(options.layers);
   if (cache && cache->k.empty()) {
     cache->k.resize(kept.size());
@@ -249,16 +293,18 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
         h.scalar_type() != dtype())
       throw InputError("forward: input_hidden must be [" + std::to_string(tokens.size(0)) + ", " +
                        std::to_string(T) + ", " + std::to_string(config_.hidden_size) + "] in the compute dtype");
+    if (h.device() != device)
+      throw InputError("forward: input_hidden is on " + h.device().str() + ", the model on " + device.str());
     x = h;
   } else {
-    x = at::embedding(weights_.embed, tokens);  // [B, T, D]
+    x = at::embedding(weights_.embed, ids);  // [B, T, D]
   }
   const double eps = config_.rms_norm_eps;
   for (size_t i = 0; i < kept.size(); ++i) {
     const LlamaLayerWeights& w = weights_.layers[kept[i]];
     if (options.return_hidden) result.hidden.push_back(x);
     at::Tensor h = attention(w, kernels::rms_norm(x, w.attn_norm, eps), start, cache ? &cache->k[i] : nullptr,
-                             cache ? &cache->v[i] : nullptr);
+                             cache ? &cache->v[i] : nullptr, sdpa);
     x = x + h;
     at::Tensor xn = kernels::rms_norm(x, w.ffn_norm, eps);
     at::Tensor gate = at::linear(xn, w.w_gate);
@@ -273,7 +319,7 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
     // tensor parallelism, the all-gather) run on N rows instead of B*T. Each row is normalised and
     // multiplied on its own, so the rows are the full logits' rows up to the GEMM's summation order.
     const bool chosen = options.logit_positions.defined();
-    at::Tensor h = chosen ? x.reshape({-1, x.size(2)}).index_select(0, options.logit_positions).unsqueeze(0) : x;
+    at::Tensor h = chosen ? x.reshape({-1, x.size(2)}).index_select(0, options.logit_positions.to(device)).unsqueeze(0) : x;
     result.logits = at::linear(kernels::rms_norm(h, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
     if (tp_) result.logits = tp_->gather_vocab(result.logits, config_.vocab_size);  // vocab-parallel head
     if (chosen) result.logits = result.logits.squeeze(0);

@@ -65,6 +65,10 @@ struct ForwardOptions {
   // in `layers` instead of the embedding of `tokens` (which still give the batch shape and positions).
   // The shared-prefix sweep runs the layers every variant shares once and resumes each variant from there.
   at::Tensor input_hidden;
+  // Attention through at::scaled_dot_product_attention also on the CPU. Off the CPU (CUDA) attention always
+  // goes that way (flash or memory-efficient kernels, GQA without copying K/V); on the CPU the blocked path
+  // below is faster. Tests set it to check the device path against the CPU path on any machine.
+  bool sdpa_attention = false;
 };
 
 struct ForwardResult {
@@ -97,7 +101,8 @@ class LlamaModel {
   const LlamaWeights& weights() const { return weights_; }
   at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
   c10::Device device() const { return weights_.embed.device(); }
-  // Bytes of weights mapped from the checkpoint vs copied into memory at load (dtype conversions).
+  // Bytes of weights mapped from the checkpoint vs copied into memory at load (dtype conversions, or to a
+  // GPU: every byte there is copied).
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   uint64_t copied_bytes() const { return copied_bytes_; }
   // Bytes of the checkpoint this process read: its shard under tensor parallelism, else the whole model.
@@ -121,7 +126,11 @@ class LlamaModel {
 
  private:
   at::Tensor attention(const LlamaLayerWeights& w, const at::Tensor& xn, int64_t start, at::Tensor* k_cache,
-                       at::Tensor* v_cache) const;
+                       at::Tensor* v_cache, bool sdpa) const;
+  // Scores, mask, softmax and values for q [B, H, T, hd] against k, v [B, KV, S, hd] (S = start + T):
+  // the CPU's blocked loop, or at::scaled_dot_product_attention. Both return [B, H, T, hd].
+  at::Tensor attend_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start) const;
+  at::Tensor attend_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start) const;
 
   LlamaConfig config_;
   LlamaWeights weights_;

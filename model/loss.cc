@@ -56,7 +56,7 @@ LossResult stream_loss(const std::function<at::Tensor(const at::Tensor&)>& logit
     const int64_t predicted = r.context - 1;
     at::Tensor logits = logits_of(tokens);                                   // [nb, ctx, V]
     at::Tensor logp = at::log_softmax(logits.narrow(1, 0, predicted), -1);   // predictions for t+1
-    at::Tensor target = tokens.narrow(1, 1, predicted).unsqueeze(-1);
+    at::Tensor target = tokens.narrow(1, 1, predicted).unsqueeze(-1).to(logp.device());
     at::Tensor nll = logp.gather(-1, target).neg();
     total += nll.to(at::kDouble).sum().item<double>();
     r.predicted_tokens += nb * predicted;
