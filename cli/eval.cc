@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
+#include "model/device.h"
 #include "common/args.h"
 #include "common/data_locator.h"
 #include "common/error.h"
@@ -111,7 +112,7 @@ int eval(int argc, char** argv) {
                                {"full_prompt_tokens", rep.full_prompt_tokens}, {"summary", prefix_cache}}},
              {"data", data}, {"data_sha256", hashes}, {"model", p.get("model")},
              {"layers", kept}, {"num_hidden_layers", m.model.config().num_hidden_layers},
-             {"tokenizer_sha256", m.tokenizer.file_sha256()}, {"dtype", p.get("dtype")},
+             {"tokenizer_sha256", m.tokenizer.file_sha256()}, {"dtype", p.get("dtype")}, {"device", describe_device(m.model.device())},
              {"records", p.get("records")}, {"code_version", layerprune_version()}, {"wall_seconds", wall},
              {"recipe", kEvalRecipe}};
     if (task == "mmlu") out["split"] = p.get("split");

@@ -129,7 +129,7 @@ int heal(int argc, char** argv) {
     std::vector<at::Tensor> merged;
     merged.reserve(lora.adapters().size());
     for (size_t i = 0; i < lora.adapters().size(); ++i) {
-      merged.push_back(lora.merged_weight(i).contiguous());
+      merged.push_back(lora.merged_weight(i).to(at::kCPU).contiguous());  // from the model's device
       replace.emplace(lora.adapters()[i].name + ".weight", tensor_to_write(lora.adapters()[i].name + ".weight", merged.back()));
     }
     export_pruned_model(p.get("model"), kept, p.get("out"), 5'000'000'000ull, replace);

@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
+#include "model/device.h"
 #include "common/data_locator.h"
 #include "common/error.h"
 #include "common/hashing.h"
@@ -336,7 +337,7 @@ int sweep(int argc, char** argv) {
     json out{{"model", p.get("model")}, {"layers", L}, {"points", rows}, {"items", data.items.size()},
              {"variants", stats.variants}, {"truncated", truncated}, {"layer_evals_shared", stats.sweep.layer_evals_shared},
              {"layer_evals_naive", stats.sweep.layer_evals_naive}, {"data_sha256", data.data_sha256},
-             {"shots", p.get_int("shots")}, {"add_bos", eo.add_bos}, {"dtype", p.get("dtype")},
+             {"shots", p.get_int("shots")}, {"add_bos", eo.add_bos}, {"dtype", p.get("dtype")}, {"device", describe_device(m.model.device())},
              {"code_version", layerprune_version()}, {"wall_seconds", wall}};
     if (need_distances) out["distance_key"] = dist.key;
     std::cout << out.dump() << std::endl;

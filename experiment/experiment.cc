@@ -13,6 +13,7 @@
 #include <set>
 
 #include "common/data_locator.h"
+#include "common/device_name.h"
 #include "common/error.h"
 #include "common/text_file.h"
 #include "formats/gguf.h"
@@ -251,7 +252,7 @@ class Reader {
 // Each section reads its map; Experiment::locations records the positions plan_experiment may need.
 
 ModelSpec read_model(const Reader& r, const Field& f, Experiment& e) {
-  static const std::vector<std::string> known = {"name", "path", "format", "tokenizer", "dtype", "tp"};
+  static const std::vector<std::string> known = {"name", "path", "format", "tokenizer", "dtype", "tp", "device"};
   ModelSpec m;
   const Field* path_field = nullptr;
   std::vector<Field> fields = r.map_fields(f, known);
@@ -272,6 +273,13 @@ ModelSpec read_model(const Reader& r, const Field& f, Experiment& e) {
       m.tokenizer = r.path(x);
     } else if (k == "dtype") {
       m.dtype = r.choice(x, kDtypes);
+    } else if (k == "device") {
+      m.device = r.string(x, "a device (cpu, cuda or cuda:N)");
+      try {
+        parse_device_name(m.device);  // its syntax here; whether the GPU exists, on the worker
+      } catch (const InputError& err) {
+        r.fail(x, err.what());
+      }
     } else if (k == "tp") {
       m.tp = int(r.integer(x, 1));
       if (m.tp > 4096) r.fail(x, "expected at most 4096 tensor-parallel ranks, found " + std::to_string(m.tp));
@@ -280,6 +288,9 @@ ModelSpec read_model(const Reader& r, const Field& f, Experiment& e) {
   if (!path_field)
     r.fail(f, "missing 'path' (a Hugging Face model directory, a llama2.c .bin with format: llama2c, or a .gguf "
               "with format: gguf)");
+  if (m.tp > 1 && parse_device_name(m.device).index >= 0)
+    r.fail(f, "device " + m.device + " with tp " + std::to_string(m.tp) + " would put every rank on one GPU: use "
+              "device: cuda (each rank takes the GPU of its local rank)");
   if (m.format == "llama2c" && m.tokenizer.empty())
     r.fail(f, "format llama2c needs 'tokenizer' (the SentencePiece tokenizer.model the checkpoint was trained with)");
   if (m.format != "llama2c" && !m.tokenizer.empty())
@@ -639,6 +650,9 @@ std::string at(const Experiment& e, const std::string& field) {
 void to_json(json& j, const ModelSpec& m) {
   j = json{{"name", m.name},       {"path", m.path}, {"format", m.format}, {"tokenizer", m.tokenizer},
            {"dtype", m.dtype},     {"tp", m.tp},     {"layers", m.layers}};
+  // Only when it is not the default, so an experiment written before devices existed keeps its
+  // configuration's hash (a database resumes only the configuration it was made with).
+  if (m.device != "cpu") j["device"] = m.device;
 }
 void from_json(const json& j, ModelSpec& m) {
   require_object(j, "model");
@@ -649,6 +663,7 @@ void from_json(const json& j, ModelSpec& m) {
   read_if(j, "dtype", m.dtype, "model");
   read_if(j, "tp", m.tp, "model");
   read_if(j, "layers", m.layers, "model");
+  read_if(j, "device", m.device, "model");
 }
 
 void to_json(json& j, const CalibrationSpec& c) {

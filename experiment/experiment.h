@@ -35,6 +35,9 @@ struct ModelSpec {
   std::string tokenizer;       // llama2c only: the SentencePiece tokenizer.model
   std::string dtype = "bfloat16";  // "float32" | "bfloat16"
   int tp = 1;                  // tensor-parallel ranks per worker group
+  // Where each rank runs it (common/device_name.h): "cpu", "cuda" (each rank the GPU of its local rank on
+  // its node; a TP group on GPUs talks NCCL) or "cuda:N".
+  std::string device = "cpu";
   int64_t layers = 0;          // L (num_hidden_layers), filled by plan_experiment from the resolver
 };
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
@@ -86,17 +87,19 @@ void save_checkpoint(const std::string& path, const LoraLlama& model, const std:
   std::vector<at::Tensor> keep;  // contiguous copies alive until the write
   std::vector<TensorToWrite> w;
   auto add = [&](const std::string& name, const at::Tensor& t) {
-    keep.push_back(t.detach().contiguous());
+    keep.push_back(t.detach().to(at::kCPU).contiguous());  // from any device: the file is device-independent
     w.push_back(tensor_to_write(name, keep.back()));
   };
   for (const auto& [name, t] : full) add(name, t);
-  add("rng_state", const_cast<LoraLlama&>(model).generator().get_state());
+  at::Generator& gen = const_cast<LoraLlama&>(model).generator();
+  add("rng_state", gen.get_state());
   const LoraConfig& c = model.config();
   nlohmann::json cfg{{"rank", c.rank}, {"alpha", c.alpha > 0 ? c.alpha : double(c.rank)}, {"dropout", c.dropout},
                      {"targets", c.targets}, {"seed", c.seed}, {"kept_layers", model.kept_layers()}};
   write_safetensors(path, w,
                     {{"format", "layerprune-lora-checkpoint"}, {"step", std::to_string(step)},
-                     {"data_position", std::to_string(data_position)}, {"lora", cfg.dump()}});
+                     {"data_position", std::to_string(data_position)}, {"lora", cfg.dump()},
+                     {"rng_device", c10::DeviceTypeName(gen.device().type(), /*lower_case=*/true)}});
 }
 
 namespace {
@@ -141,9 +144,27 @@ Loaded load_checkpoint(const std::string& path, LoraLlama& model, std::vector<at
   }
   const TensorView* rng = file->find("rng_state");
   if (!rng) throw InputError(path + ": missing tensor rng_state");
-  model.generator().set_state(tensor_from_view(*rng, file).clone());
   Loaded l;
   l.step = std::stoll(field("step"));
+  // The dropout generator's state resumes on a device of the kind that saved it (older checkpoints: the
+  // CPU's). Another kind's state means nothing to this generator (a GPU run resumed on the CPU, or the
+  // other way round): it is reseeded from the seed and the step, so the resumed run is deterministic, and
+  // only its dropout masks differ from an uninterrupted run on the first device.
+  auto saved = meta.find("rng_device");
+  const std::string saved_device = saved == meta.end() ? "cpu" : saved->second;
+  at::Generator& gen = model.generator();
+  const std::string here = c10::DeviceTypeName(gen.device().type(), /*lower_case=*/true);
+  if (saved_device == here) {
+    gen.set_state(tensor_from_view(*rng, file).clone());
+  } else {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(c.seed * 1000003ull + uint64_t(l.step));
+    const TensorParallel* tp = model.tensor_parallel();
+    if (!tp || tp->plan().rank == 0)
+      std::fprintf(stderr, "heal: %s was written with dropout drawn on %s; resuming on %s, the dropout generator is "
+                   "reseeded (seed %llu, step %lld): adapters, moments, step and data position resume exactly\n",
+                   path.c_str(), saved_device.c_str(), here.c_str(), (unsigned long long)c.seed, (long long)l.step);
+  }
   l.data_position = std::stoll(field("data_position"));
   return l;
 }

@@ -6,6 +6,10 @@
 // data order (PackedStream's seed, which also holds the sequence length). A checkpoint holds the adapters, AdamW's moments, the step, the data
 // position and the dropout generator's state, so a resumed run repeats the uninterrupted one bit for bit on
 // the same machine and thread count (tested).
+//
+// Devices: parameters, gradients and AdamW's moments live on the model's device (model/lora.h); a
+// checkpoint holds host copies and the kind of device its dropout generator was, so a run checkpointed on
+// a GPU resumes on the CPU and the other way round (the generator is then reseeded from seed and step).
 #pragma once
 #include <atomic>
 #include <cstdint>

@@ -215,8 +215,13 @@ void nf4_double_quantize(const at::Tensor& absmax_in, Nf4Weight& q) {
   });
 }
 
+namespace {
+at::Tensor absmax_aten(const Nf4Weight& q);
+}  // namespace
+
 at::Tensor nf4_absmax(const Nf4Weight& q) {
   check_quantized(q, "nf4_absmax");
+  if (!q.packed.is_cpu()) return absmax_aten(q);
   at::Tensor out = at::empty({q.nblocks()}, at::kFloat);
   for (int64_t b = 0; b < q.nblocks(); ++b)
     out.data_ptr<float>()[b] =
@@ -225,6 +230,7 @@ at::Tensor nf4_absmax(const Nf4Weight& q) {
 }
 
 Nf4Weight nf4_quantize(const at::Tensor& w_in) {
+  if (!w_in.is_cpu()) return nf4_quantize_aten(w_in);
   at::Tensor w = checked_weight(w_in, "nf4_quantize");
   Nf4Weight q = empty_weight(w);
   const int64_t n = q.numel(), nb = q.nblocks();
@@ -311,6 +317,7 @@ void nf4_dequantize_out(const Nf4Weight& q, const at::Tensor& out) {
 at::Tensor nf4_dequantize(const Nf4Weight& q, at::ScalarType dtype) {
   if (dtype != at::kFloat && dtype != at::kBFloat16)
     throw std::invalid_argument("nf4_dequantize: dtype must be float32 or bfloat16, got " + std::string(c10::toString(dtype)));
+  if (!q.packed.is_cpu()) return nf4_dequantize_aten(q, dtype);
   at::Tensor out = at::empty({q.rows, q.cols}, dtype);
   nf4_dequantize_out(q, out);
   return out;
@@ -354,6 +361,7 @@ void for_each_tile(const Nf4Weight& w, F f) {
 }  // namespace
 
 at::Tensor nf4_linear(const at::Tensor& x, const Nf4Weight& w) {
+  if (!w.packed.is_cpu()) return nf4_linear_aten(x, w);
   check_quantized(w, "nf4_linear");
   at::Tensor xf = as_float_matrix(x, w.cols, "nf4_linear");
   at::Tensor out = at::empty({xf.size(0), w.rows}, at::kFloat);
@@ -365,12 +373,110 @@ at::Tensor nf4_linear(const at::Tensor& x, const Nf4Weight& w) {
 }
 
 at::Tensor nf4_linear_input_grad(const at::Tensor& g, const Nf4Weight& w) {
+  if (!w.packed.is_cpu()) return nf4_linear_input_grad_aten(g, w);
   check_quantized(w, "nf4_linear_input_grad");
   at::Tensor gf = as_float_matrix(g, w.rows, "nf4_linear_input_grad");
   at::Tensor out = at::zeros({gf.size(0), w.cols}, at::kFloat);
   // g W = sum over row tiles of g[:, tile] W[tile, :]
   for_each_tile(w, [&](int64_t r0, const at::Tensor& t) { out.addmm_(gf.narrow(1, r0, t.size(0)), t); });
   return shaped_like(out, g, w.cols);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The device path: ATen ops on the weight's device (nf4.h).
+
+namespace {
+
+at::Tensor float_table(const float* values, int64_t n, c10::Device device) {
+  return at::tensor(at::ArrayRef<float>(values, size_t(n)), at::kFloat).to(device);
+}
+
+// Each block's dequantised absmax, float32 [nblocks] on the weight's device.
+at::Tensor absmax_aten(const Nf4Weight& q) {
+  const int64_t nb = q.nblocks();
+  if (nb == 0) return at::empty({0}, q.absmax_scale.options());
+  at::Tensor scale = q.absmax_scale.to(at::kDouble).repeat_interleave(kNf4AbsmaxBlock).narrow(0, 0, nb);
+  return (q.absmax_q.to(at::kDouble) * scale + double(q.absmax_mean)).to(at::kFloat);
+}
+
+void check_device_input(const at::Tensor& x, int64_t inner, const Nf4Weight& w, const char* who) {
+  if (x.dim() < 1 || x.size(-1) != inner || (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16))
+    throw std::invalid_argument(std::string(who) + ": expects a float32 or bfloat16 [..., " + std::to_string(inner) +
+                                "] input, got last dimension " + (x.dim() ? std::to_string(x.size(-1)) : "none") +
+                                " and dtype " + std::string(c10::toString(x.scalar_type())));
+  if (x.device() != w.packed.device())
+    throw std::invalid_argument(std::string(who) + ": input on " + x.device().str() + ", NF4 weight on " +
+                                w.packed.device().str());
+}
+
+}  // namespace
+
+Nf4Weight nf4_quantize_aten(const at::Tensor& w_in) {
+  at::Tensor w = checked_weight(w_in, "nf4_quantize").to(at::kFloat).reshape({-1});
+  Nf4Weight q;
+  q.rows = w_in.size(0);
+  q.cols = w_in.size(1);
+  const int64_t n = q.numel(), nb = q.nblocks();
+  const c10::Device device = w.device();
+  at::Tensor blocks = at::constant_pad_nd(w, {0, nb * kNf4Block - n}).view({nb, kNf4Block});  // zeros pad the last
+  at::Tensor bad = at::isfinite(blocks).logical_not().any(1);
+  if (nb > 0 && bad.any().item<bool>()) throw_non_finite("nf4_quantize", bad.nonzero()[0][0].item<int64_t>());
+  at::Tensor absmax = nb ? blocks.abs().amax(1) : at::zeros({0}, w.options());
+  at::Tensor den = at::where(absmax > 0, absmax, at::ones_like(absmax));  // a zero block: 0 / 1 -> code 7
+  // code = #{k : x > m_k}: bucketize's index with right = false counts the boundaries strictly below x.
+  at::Tensor codes = at::bucketize(blocks / den.unsqueeze(1), float_table(kNf4Midpoints, 15, device),
+                                   /*out_int32=*/true, /*right=*/false)
+                         .to(at::kByte)
+                         .reshape({-1})
+                         .narrow(0, 0, n);
+  if (n % 2) codes = at::constant_pad_nd(codes, {0, 1});  // an odd numel leaves the last low nibble 0
+  at::Tensor pairs = codes.view({-1, 2});
+  q.packed = pairs.select(1, 0).bitwise_left_shift(4).bitwise_or(pairs.select(1, 1)).contiguous();
+  nf4_double_quantize(absmax.to(at::kCPU), q);  // nblocks values: the CPU's exact definition
+  q.absmax_q = q.absmax_q.to(device);
+  q.absmax_scale = q.absmax_scale.to(device);
+  return q;
+}
+
+at::Tensor nf4_dequantize_aten(const Nf4Weight& q, at::ScalarType dtype) {
+  check_quantized(q, "nf4_dequantize");
+  if (dtype != at::kFloat && dtype != at::kBFloat16)
+    throw std::invalid_argument("nf4_dequantize: dtype must be float32 or bfloat16, got " + std::string(c10::toString(dtype)));
+  const c10::Device device = q.packed.device();
+  const int64_t n = q.numel(), nb = q.nblocks();
+  if (n == 0) return at::empty({q.rows, q.cols}, at::TensorOptions().dtype(dtype).device(device));
+  static const std::vector<float> pair_values = [] {  // byte -> (high code's value, low code's value)
+    std::vector<float> t(512);
+    for (int b = 0; b < 256; ++b) {
+      t[size_t(2 * b)] = kNf4Codes[b >> 4];
+      t[size_t(2 * b + 1)] = kNf4Codes[b & 15];
+    }
+    return t;
+  }();
+  at::Tensor table = float_table(pair_values.data(), 512, device).view({256, 2});
+  at::Tensor values = table.index_select(0, q.packed.to(at::kInt)).reshape({-1});  // [2 * bytes]
+  values = at::constant_pad_nd(values.narrow(0, 0, n), {0, nb * kNf4Block - n}).view({nb, kNf4Block});
+  return (values * absmax_aten(q).unsqueeze(1)).reshape({-1}).narrow(0, 0, n).view({q.rows, q.cols}).to(dtype);
+}
+
+at::Tensor nf4_linear_aten(const at::Tensor& x, const Nf4Weight& w) {
+  check_quantized(w, "nf4_linear");
+  check_device_input(x, w.cols, w, "nf4_linear");
+  return at::linear(x, nf4_dequantize_aten(w, x.scalar_type()));
+}
+
+at::Tensor nf4_linear_input_grad_aten(const at::Tensor& g, const Nf4Weight& w) {
+  check_quantized(w, "nf4_linear_input_grad");
+  check_device_input(g, w.rows, w, "nf4_linear_input_grad");
+  return at::matmul(g, nf4_dequantize_aten(w, g.scalar_type()));
+}
+
+Nf4Weight nf4_to(const Nf4Weight& q, c10::Device device) {
+  Nf4Weight out = q;
+  out.packed = q.packed.to(device);
+  out.absmax_q = q.absmax_q.to(device);
+  out.absmax_scale = q.absmax_scale.to(device);
+  return out;
 }
 
 }  // namespace layerprune::kernels

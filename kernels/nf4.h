@@ -83,4 +83,23 @@ at::Tensor nf4_linear(const at::Tensor& x, const Nf4Weight& w);
 // g [..., rows] -> g W [..., cols]: the input gradient of nf4_linear (W frozen, as in QLoRA).
 at::Tensor nf4_linear_input_grad(const at::Tensor& g, const Nf4Weight& w);
 
+// The device path (a GPU): the same format in ATen ops on the weight's device, so NF4 weights live there
+// and every product is a dequantise + a dense GEMM (cuBLAS). nf4_quantize, nf4_dequantize, nf4_absmax,
+// nf4_linear and nf4_linear_input_grad take it by themselves when the tensors are not on the CPU; these
+// entry points also run on CPU tensors, so tests check the device path against the kernels above.
+// - quantise: absmax and codes on the device (IEEE division and the same `x > m_k` count, via bucketize:
+//   the CPU's bytes); the double quantisation on the host from the nblocks absmax values (nf4_double_quantize:
+//   its float64 mean in block order), its two small tensors then moved to the device.
+// - dequantise: a 256-entry table of code pairs indexed by the packed bytes, times each block's absmax
+//   computed as float64 q * scale + mean rounded to float32 (the CPU's fma, but for a double rounding that
+//   can differ by one ulp of the absmax, about once in 2^29 blocks).
+// - products: W dequantised to x's dtype (bfloat16 on a GPU: cuBLAS's bf16 GEMM with float32
+//   accumulation), then at::linear / at::matmul; the dequantised W lives only during the product.
+Nf4Weight nf4_quantize_aten(const at::Tensor& w);
+at::Tensor nf4_dequantize_aten(const Nf4Weight& q, at::ScalarType dtype = at::kFloat);
+at::Tensor nf4_linear_aten(const at::Tensor& x, const Nf4Weight& w);
+at::Tensor nf4_linear_input_grad_aten(const at::Tensor& g, const Nf4Weight& w);
+// The Nf4Weight's tensors on `device` (quantised elsewhere, or for a test of the device path).
+Nf4Weight nf4_to(const Nf4Weight& q, c10::Device device);
+
 }  // namespace layerprune::kernels

@@ -5,28 +5,13 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <regex>
 
+#include "common/device_name.h"
 #include "common/error.h"
 
 namespace layerprune {
 
-namespace {
-
-// "cuda" -> -1, "cuda:N" -> N; throws for anything else.
-int parse_cuda_index(const std::string& name) {
-  static const std::regex pattern("cuda(:([0-9]{1,3}))?");
-  std::smatch m;
-  if (!std::regex_match(name, m, pattern))
-    throw InputError("unknown device '" + name + "' (use cpu, cuda or cuda:N)");
-  return m[2].matched ? std::stoi(m[2].str()) : -1;
-}
-
-}  // namespace
-
-void check_device_name(const std::string& name) {
-  if (name != "cpu") parse_cuda_index(name);
-}
+void check_device_name(const std::string& name) { parse_device_name(name); }
 
 int cuda_device_count() {
   try {
@@ -37,8 +22,9 @@ int cuda_device_count() {
 }
 
 c10::Device parse_device(const std::string& name, int local_rank) {
-  if (name == "cpu") return c10::Device(c10::kCPU);
-  const int index = parse_cuda_index(name);
+  const DeviceName parsed = parse_device_name(name);
+  if (!parsed.cuda) return c10::Device(c10::kCPU);
+  const int index = parsed.index;
   const int count = cuda_device_count();
   if (count == 0)
     throw InputError("device '" + name + "': no CUDA GPU is visible to this process (no driver or no device; "

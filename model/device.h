@@ -19,7 +19,7 @@ c10::Device parse_device(const std::string& name, int local_rank = 0);
 void check_device_name(const std::string& name);
 // Visible CUDA GPUs (0 without a driver or device; never throws).
 int cuda_device_count();
-// "cpu", or "cuda:0 (NVIDIA H200, 139.8 GiB)": what results record as their device.
+// "cpu", or "cuda:0 (139.8 GiB)": what results record as their device.
 std::string describe_device(c10::Device device);
 
 // The caching allocator's statistics of a GPU (zeros on the CPU): bytes allocated at the peak since the

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "common/error.h"
@@ -38,15 +40,22 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
 }
 // x W^T with W in NF4, differentiable in x: the backward's input gradient g W is the fused NF4 kernel too.
 // W is frozen (no gradient); it travels as its address, which outlives the graph (the model owns it).
+// `device_path`: the ATen dequantise + GEMM of kernels/nf4.h (a GPU's path, or a test's on the CPU) instead
+// of the CPU's fused tile kernels.
 struct Nf4Linear : torch::autograd::Function<Nf4Linear> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t weight) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t weight,
+                            bool device_path) {
     ctx->saved_data["w"] = weight;
-    return kernels::nf4_linear(x, *reinterpret_cast<const kernels::Nf4Weight*>(weight));
+    ctx->saved_data["device_path"] = device_path;
+    const auto& w = *reinterpret_cast<const kernels::Nf4Weight*>(weight);
+    return device_path ? kernels::nf4_linear_aten(x, w) : kernels::nf4_linear(x, w);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
-    const auto* w = reinterpret_cast<const kernels::Nf4Weight*>(ctx->saved_data["w"].toInt());
-    return {kernels::nf4_linear_input_grad(grad[0], *w), at::Tensor()};
+    const auto& w = *reinterpret_cast<const kernels::Nf4Weight*>(ctx->saved_data["w"].toInt());
+    at::Tensor g = ctx->saved_data["device_path"].toBool() ? kernels::nf4_linear_input_grad_aten(grad[0], w)
+                                                          : kernels::nf4_linear_input_grad(grad[0], w);
+    return {g, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -138,6 +147,8 @@ std::vector<std::string> lora_targets(const std::vector<std::string>& names) {
 LoraLlama::LoraLlama(const LlamaModel& base, std::vector<int64_t> kept, LoraConfig config)
     : base_(base), kept_(base.kept_layers(kept)), config_(std::move(config)),
       targets_(lora_targets(config_.targets)), gen_(at::make_generator<at::CPUGeneratorImpl>(config_.seed)) {
+  const c10::Device device = base.device();
+  device_kernels_ = config_.device_kernels || !device.is_cpu();
   const TensorParallel* tp = base.tensor_parallel();
   if (config_.rank < 1) throw InputError("LoRA rank must be at least 1");
   if (!(config_.dropout >= 0 && config_.dropout < 1)) throw InputError("LoRA dropout must be in [0, 1)");
@@ -169,8 +180,9 @@ LoraLlama::LoraLlama(const LlamaModel& base, std::vector<int64_t> kept, LoraConf
       // Drawn at the full shape, then sliced: a TP group draws what one process draws.
       const double bound = 1.0 / std::sqrt(double(in));  // kaiming_uniform_(a = sqrt(5))
       at::Tensor a_full = at::empty({config_.rank, in}, at::kFloat).uniform_(-bound, bound, gen_);
-      a.a = shard_cols(a_full, a.shard).set_requires_grad(true);
-      a.b = at::zeros({a.shard.kind == ShardRule::kRows ? a.shard.end - a.shard.begin : out, config_.rank}, at::kFloat)
+      a.a = shard_cols(a_full, a.shard).to(device).set_requires_grad(true);
+      a.b = at::zeros({a.shard.kind == ShardRule::kRows ? a.shard.end - a.shard.begin : out, config_.rank},
+                      at::TensorOptions().dtype(at::kFloat).device(device))
                 .set_requires_grad(true);
       index_[pos][size_t(proj)] = int(adapters_.size());
       adapters_.push_back(std::move(a));
@@ -179,11 +191,24 @@ LoraLlama::LoraLlama(const LlamaModel& base, std::vector<int64_t> kept, LoraConf
     at::NoGradGuard no_grad;
     nf4_.resize(kept_.size());
     for (size_t pos = 0; pos < kept_.size(); ++pos)
-      for (int proj = 0; proj < 7; ++proj) nf4_[pos].push_back(kernels::nf4_quantize(base_weight(kept_[pos], proj)));
+      for (int proj = 0; proj < 7; ++proj) {
+        const at::Tensor& w = base_weight(kept_[pos], proj);
+        // On a GPU (or when asked) the device path: quantised where the weight is, multiplied by cuBLAS.
+        nf4_[pos].push_back(device_kernels_ ? kernels::nf4_quantize_aten(w) : kernels::nf4_quantize(w));
+      }
   } else if (config_.base_quant != "none") {
     throw InputError("unknown base quantisation \"" + config_.base_quant + "\": expected none or nf4");
   }
   std::tie(cos_, sin_) = rope_tables(c);  // the inference model's tables, scaling included
+  cos_ = cos_.to(device);
+  sin_ = sin_.to(device);
+  if (!device.is_cpu()) {
+    // Dropout masks drawn on the device: the initialisation above used the host generator (A is the same
+    // on every device); from here on a generator of the device's kind, seeded alike.
+    gen_ = at::globalContext().defaultGenerator(device).clone();
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_current_seed(config_.seed);
+  }
 }
 
 const at::Tensor& LoraLlama::base_weight(int64_t layer, int proj) const {
@@ -201,9 +226,11 @@ const at::Tensor& LoraLlama::base_weight(int64_t layer, int proj) const {
 
 at::Tensor LoraLlama::project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, size_t pos, int proj,
                               bool train) {
-  at::Tensor y = nf4_.empty() ? at::linear(x, w)
-                              : Nf4Linear::apply(x.to(at::kFloat), int64_t(reinterpret_cast<intptr_t>(&nf4_[pos][size_t(proj)])))
-                                    .to(x.scalar_type());
+  // NF4: the CPU's fused kernels compute in float32; the device path in x's dtype (dequantise + GEMM).
+  const intptr_t nf4 = nf4_.empty() ? 0 : reinterpret_cast<intptr_t>(&nf4_[pos][size_t(proj)]);
+  at::Tensor y = !nf4 ? at::linear(x, w)
+                      : Nf4Linear::apply(device_kernels_ ? x : x.to(at::kFloat), int64_t(nf4), device_kernels_)
+                            .to(x.scalar_type());
   // A frozen bias (Qwen2's q/k/v, never quantised): base(x) + bias + the adapter's term.
   if (bias.defined()) y = y + bias;
   const int i = index_[pos][size_t(proj)];
@@ -238,23 +265,38 @@ at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train) {
   auto leave = [&](const at::Tensor& partial) { return tp ? GroupSum::apply(partial, address(tp)) : partial; };
   const LlamaWeights& W = base_.weights();
   at::Tensor cos = cos_.narrow(0, 0, T), sin = sin_.narrow(0, 0, T);
-  // Causal mask; with Mistral's sliding window also keys at distance >= window (transformers' convention).
-  at::Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).triu(1);
-  if (c.sliding_window > 0 && T > c.sliding_window)
-    mask = mask + at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).tril(-c.sliding_window);
-  at::Tensor x = at::embedding(W.embed, tokens);
+  const c10::Device device = base_.device();
+  const bool windowed = c.sliding_window > 0 && T > c.sliding_window;
+  // The explicit path's additive mask: causal; with Mistral's sliding window also keys at distance >=
+  // window (transformers' convention). The SDPA path: is_causal, or the same as a boolean mask.
+  const auto fopts = at::TensorOptions().dtype(at::kFloat).device(device);
+  at::Tensor mask;
+  if (!device_kernels_ || windowed) {
+    mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), fopts).triu(1);
+    if (windowed) mask = mask + at::full({T, T}, -std::numeric_limits<float>::infinity(), fopts).tril(-c.sliding_window);
+    if (device_kernels_) mask = mask.eq(0);  // true = attend
+  }
+  at::Tensor x = at::embedding(W.embed, tokens.to(device));
   for (size_t pos = 0; pos < kept_.size(); ++pos) {
     const LlamaLayerWeights& w = W.layers[size_t(kept_[pos])];
     at::Tensor h = enter(rms_norm(x, w.attn_norm, c.rms_norm_eps));
     at::Tensor q = rope(project(h, w.wq, w.bq, pos, 0, train).view({B, T, H, hd}), cos, sin).transpose(1, 2);
     at::Tensor k = rope(project(h, w.wk, w.bk, pos, 1, train).view({B, T, KV, hd}), cos, sin).transpose(1, 2);
     at::Tensor v = project(h, w.wv, w.bv, pos, 2, train).view({B, T, KV, hd}).transpose(1, 2);
-    if (KV != H) {  // GQA: query head j uses KV head j / (H / KV)
-      k = k.repeat_interleave(H / KV, 1);
-      v = v.repeat_interleave(H / KV, 1);
+    at::Tensor attn;  // [B, H, T, hd]
+    if (device_kernels_) {
+      // Flash / memory-efficient attention with their backward on a GPU; GQA inside the kernel.
+      attn = at::scaled_dot_product_attention(q, k, v, windowed ? std::optional<at::Tensor>(mask) : std::nullopt,
+                                              /*dropout_p=*/0.0, /*is_causal=*/!windowed, 1.0 / std::sqrt(double(hd)),
+                                              /*enable_gqa=*/KV != H);
+    } else {
+      if (KV != H) {  // GQA: query head j uses KV head j / (H / KV)
+        k = k.repeat_interleave(H / KV, 1);
+        v = v.repeat_interleave(H / KV, 1);
+      }
+      at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) / std::sqrt(double(hd)) + mask;
+      attn = at::matmul(at::softmax(scores, -1).to(v.scalar_type()), v);
     }
-    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) / std::sqrt(double(hd)) + mask;
-    at::Tensor attn = at::matmul(at::softmax(scores, -1).to(v.scalar_type()), v);  // [B, H, T, hd]
     at::Tensor o = leave(project(attn.transpose(1, 2).reshape({B, T, H * hd}), w.wo, {}, pos, 3, train));
     x = x + (w.bo.defined() ? o + w.bo : o);  // o_proj's bias after the row-parallel sum
     h = enter(rms_norm(x, w.ffn_norm, c.rms_norm_eps));
@@ -269,7 +311,7 @@ at::Tensor LoraLlama::loss(const at::Tensor& tokens, bool train) {
   const int64_t T = tokens.size(1);
   if (T < 2) throw InputError("loss needs sequences of at least 2 tokens");
   at::Tensor logits = forward(tokens, train).narrow(1, 0, T - 1);
-  at::Tensor target = tokens.narrow(1, 1, T - 1);
+  at::Tensor target = tokens.narrow(1, 1, T - 1).to(logits.device());
   return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}));
 }
 
@@ -324,7 +366,7 @@ void LoraLlama::reduce_gradients() {
   for (const LoraAdapter& a : adapters_) replicated.push_back(a.shard.kind == ShardRule::kColumns ? a.b : a.a);
   std::vector<at::Tensor> grads;
   for (const at::Tensor& p : replicated)
-    grads.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, at::kFloat));
+    grads.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));
   at::Tensor flat = at::cat(grads);  // one all-reduce for all of them
   tp->comm().all_reduce_sum(flat);
   int64_t offset = 0;
@@ -344,7 +386,9 @@ double LoraLlama::gradient_norm() const {
     (b_sharded ? sharded : replicated) += sq(a.b);
   }
   if (tp) {  // the shards' squares from every rank, summed in rank order (the same double on every rank)
-    at::Tensor all = tp->comm().all_gather(at::full({1}, sharded, at::kDouble));
+    // On the group's device (NCCL takes device tensors, MPI host ones).
+    at::Tensor all = tp->comm().all_gather(at::full({1}, sharded, at::TensorOptions().dtype(at::kDouble).device(device())))
+                         .to(at::kCPU);
     sharded = 0;
     for (int64_t r = 0; r < all.size(0); ++r) sharded += all[r].item<double>();
   }

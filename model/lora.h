@@ -18,6 +18,12 @@
 // kernels are in-place and have no backward. With B = 0 its logits equal LlamaModel::forward's (tested).
 // It reads the base model's weights (zero-copy views of the checkpoint mapping), never copies them.
 //
+// Devices: everything lives on the base model's device (model/device.h). Adapters are initialised on the
+// host from the seed and moved there, so A is the same on every device; AdamW's moments follow the
+// parameters (healing/trainer.h). On a GPU attention runs through at::scaled_dot_product_attention (flash
+// or memory-efficient kernels with their backward) and NF4 weights are quantised on the device and
+// multiplied as dequantise + cuBLAS (kernels/nf4.h); dropout masks come from a generator of the device.
+//
 // Tensor parallelism (a base model loaded as one rank's shard, model/tensor_parallel.h), as Megatron:
 //   column-parallel projection (q, k, v, gate, up; this rank holds rows [b, e) of W):
 //       A [r, in] replicated, B rows [b, e): the rank's output slice x A^T B_[b,e)^T needs no communication.
@@ -55,6 +61,10 @@ struct LoraConfig {
   // "none": the base projections are the checkpoint's weights; "nf4": QLoRA, every projection of the kept
   // layers quantised to NF4 once (kernels/nf4.h) and dequantised tile by tile in each product.
   std::string base_quant = "none";
+  // Tests: take the device (GPU) code paths also on the CPU -- attention through
+  // at::scaled_dot_product_attention and NF4 through ATen + a dense GEMM (kernels/nf4.h) -- so a machine
+  // without a GPU checks the arithmetic every GPU runs. Off the CPU they are always taken.
+  bool device_kernels = false;
   double scale() const { return (alpha > 0 ? alpha : double(rank)) / double(rank); }
 };
 
@@ -92,7 +102,10 @@ class LoraLlama {
   int64_t trainable_parameters() const;
   const LoraConfig& config() const { return config_; }
   const std::vector<int64_t>& kept_layers() const { return kept_; }
-  at::Generator& generator() { return gen_; }  // dropout's RNG (its state goes into checkpoints)
+  // Dropout's RNG (its state goes into checkpoints): a CPU generator on the CPU, the device's own kind (a
+  // CUDA generator seeded with LoraConfig::seed) on a GPU, so masks are drawn where they are used.
+  at::Generator& generator() { return gen_; }
+  c10::Device device() const { return base_.device(); }
 
   // Bytes of the frozen projections as this model holds them (NF4 packed + constants, or the base's).
   int64_t base_projection_bytes() const;
@@ -125,6 +138,7 @@ class LoraLlama {
   std::vector<std::string> targets_;
   std::vector<LoraAdapter> adapters_;
   std::vector<std::vector<int>> index_;  // [kept position][projection] -> adapter index or -1
+  bool device_kernels_ = false;          // SDPA attention and the NF4 device path (off the CPU, or asked)
   at::Generator gen_;
   at::Tensor cos_, sin_;                 // [max_pos, hd/2]
   std::vector<std::vector<kernels::Nf4Weight>> nf4_;  // [kept position][projection] under base_quant nf4

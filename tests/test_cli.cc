@@ -88,6 +88,21 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   auto lpj = nlohmann::json::parse(lp.out);
   EXPECT_EQ(lpj.at("layers"), nlohmann::json({0, 1, 4}));
   EXPECT_GT(lpj.at("mean_nll").get<double>(), lj.at("mean_nll").get<double>() + 0.5);
+  // --device: cpu is the default; cuda runs there where a GPU is visible (the same loss within float32
+  // rounding) and is otherwise refused, saying so, before any weight is read; a bad name is a usage error.
+  CliRun lc = run("loss --model " + model + " --data " + text + " --max-windows 4 --json --threads 1 --device cpu");
+  ASSERT_EQ(lc.status, 0) << lc.out;
+  EXPECT_EQ(nlohmann::json::parse(lc.out).at("mean_nll"), lj.at("mean_nll"));
+  CliRun lg = run("loss --model " + model + " --data " + text + " --max-windows 4 --json --threads 1 --device cuda");
+  if (lg.status == 0) {
+    EXPECT_NEAR(nlohmann::json::parse(lg.out).at("mean_nll").get<double>(), lj.at("mean_nll").get<double>(), 1e-4);
+  } else {
+    EXPECT_EQ(lg.status, 2) << lg.out;
+    EXPECT_CONTAINS(nlohmann::json::parse(lg.out).at("error").get<std::string>(), "no CUDA GPU is visible");
+  }
+  CliRun bad = run("loss --model " + model + " --data " + text + " --device gpu0 --json");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_CONTAINS(nlohmann::json::parse(bad.out).at("error").get<std::string>(), "unknown device 'gpu0'");
 }
 
 // convert --gguf on the real GGUF (the formats are tested in test_gguf; this is the command around them).

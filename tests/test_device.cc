@@ -13,16 +13,19 @@
 #include "common/error.h"
 #include "formats/safetensors.h"
 #include "model/device.h"
+#include "worker/experiment_tasks.h"
 #include "model/llama.h"
 #include "model/make_model.h"
 #include "model/tensor_io.h"
 #include "tests/llama_shapes.h"
+#include "tests/model_fixtures.h"
 #include "tests/test_support.h"
 
 namespace layerprune {
 namespace {
 
 using testing::llama_shape;
+using testing::Stories260K;
 using testing::TempDir;
 
 const char* const kFamilies[] = {"family_llama3", "family_linear", "family_mistral", "family_qwen2"};
@@ -123,6 +126,25 @@ TEST(Device, NamesAndErrors) {
     EXPECT_TRUE(parse_device("cuda").is_cuda());
     EXPECT_EQ(parse_device("cuda", cuda_device_count() + 1).index(), 1 % cuda_device_count());
     EXPECT_THROW(parse_device("cuda:" + std::to_string(cuda_device_count())), InputError);
+  }
+}
+
+// The worker's model cache loads on the spec's device; on a machine without a GPU, device cuda is refused
+// with the reason before any weight is read (the task then fails with that message).
+TEST_F(Stories260K, TheWorkersModelCacheLoadsOnTheSpecsDevice) {
+  ModelSpec spec;
+  spec.name = "stories260k";
+  spec.path = model_dir();
+  spec.dtype = "float32";
+  ModelCache cpu;
+  EXPECT_EQ(cpu.model(spec).device(), at::Device(at::kCPU));
+  spec.device = "cuda";
+  if (cuda_device_count() > 0) {
+    ModelCache gpu;
+    EXPECT_TRUE(gpu.model(spec).device().is_cuda());
+  } else {
+    ModelCache gpu;
+    EXPECT_CONTAINS(testing::input_error([&] { gpu.model(spec); }), "no CUDA GPU is visible");
   }
 }
 

@@ -534,6 +534,31 @@ std::string replace_line(std::string text, int line, const std::string& with) {
   return text.replace(begin, end - begin, with);
 }
 
+// `device:` per model: cpu (the default, left out of the model's JSON so older configurations keep their
+// hash), cuda or cuda:N, carried into every task's payload; a bad name is an error at its line and
+// column; cuda:N with tp > 1 (every rank on one GPU) is refused. Whether the GPU exists is the worker's
+// business (no GPU is needed to plan an experiment).
+TEST(Experiment, DevicePerModel) {
+  const Experiment plain = parse_experiment(base_yaml());
+  EXPECT_EQ(plain.models[0].device, "cpu");
+  EXPECT_FALSE(nlohmann::json(plain.models[0]).contains("device"));
+  for (const std::string d : {"cuda", "cuda:3", "cpu"}) {
+    const Experiment e = parse_experiment(replace_line(base_yaml(), 4, "    path: /models/m\n    device: " + d), "d.yaml");
+    EXPECT_EQ(e.models[0].device, d);
+    const ModelSpec back = nlohmann::json(e.models[0]).get<ModelSpec>();
+    EXPECT_EQ(back.device, d);
+  }
+  const ExperimentPlan plan = plan_experiment(
+      parse_experiment(replace_line(base_yaml(), 4, "    path: /models/m\n    device: cuda\n    tp: 2"), "d.yaml"),
+      fixed_layers(4));
+  ASSERT_FALSE(plan.tasks.empty());
+  for (const auto& t : plan.tasks) EXPECT_EQ(t.payload.at("model").at("device"), "cuda") << t.key;
+  EXPECT_ERROR_AT(parse_error(replace_line(base_yaml(), 4, "    path: /models/m\n    device: gpu0")), "exp.yaml:5:13",
+                  "unknown device 'gpu0' (use cpu, cuda or cuda:N)");
+  EXPECT_ERROR_AT(parse_error(replace_line(base_yaml(), 4, "    path: /models/m\n    device: cuda:1\n    tp: 2")),
+                  "exp.yaml:3:5", "would put every rank on one GPU");
+}
+
 TEST(ExperimentErrors, YamlSyntax) {
   // Bad indentation: "path" at column 4 is neither in the model's map (column 5) nor a new list item.
   EXPECT_ERROR_AT(parse_error(replace_line(base_yaml(), 4, "   path: /models/m")), "exp.yaml:4:4",
@@ -556,7 +581,7 @@ TEST(ExperimentErrors, Schema) {
   // Unknown key, with the known ones and a suggestion.
   EXPECT_ERROR_AT(parse_error(replace_line(base, 4, "    pth: /models/m")), "exp.yaml:4:5",
                   "models[0]: unknown key 'pth' (did you mean 'path'?); known keys: name, path, format, tokenizer, "
-                  "dtype, tp");
+                  "dtype, tp, device");
   EXPECT_ERROR_AT(parse_error(replace_line(base, 1, "nme: t")), "exp.yaml:1:1",
                   "unknown key 'nme' (did you mean 'name'?); known keys: name, models, pruning, healing, calibration, "
                   "evaluation, seeds");

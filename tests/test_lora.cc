@@ -206,6 +206,48 @@ TEST(Lora, Nf4BaseEqualsLoraOnTheDequantisedWeights) {
   EXPECT_CONTAINS(testing::input_error([&] { LoraLlama(model, {}, cfg); }), "expected none or nf4");
 }
 
+// The GPU's code paths on the CPU (LoraConfig::device_kernels): attention through
+// at::scaled_dot_product_attention (causal; Mistral's window as a boolean mask, T past the window; GQA in
+// the kernel) and NF4 as dequantise + GEMM, against the default path: the same loss, adapter gradients
+// and, with dropout, the same masks (both draw from the host generator on the CPU).
+TEST(Lora, DeviceKernelsEqualTheCpuPath) {
+  TempDir d;
+  MakeModelOptions mo;
+  mo.init_std = 0.3;
+  make_random_model(testing::llama_shape(64, 96, 2, 4, 2, 48, 32), d.path(), mo);
+  for (const std::string& dir : {d.path(), testing::source_file("tests/golden/family_mistral")})
+    for (const std::string quant : {"none", "nf4"}) {
+      LlamaModel model = LlamaModel::load(dir);
+      const std::string what = dir + " " + quant;
+      LoraConfig cfg;
+      cfg.rank = 4;
+      cfg.targets = {"all-linear"};
+      cfg.base_quant = quant;
+      LoraLlama cpu(model, {}, cfg);
+      cfg.device_kernels = true;
+      LoraLlama dev(model, {}, cfg);
+      {
+        at::NoGradGuard no_grad;
+        for (size_t i = 0; i < cpu.adapters().size(); ++i) {
+          cpu.adapters()[i].b.normal_(0.0, 0.3, cpu.generator());
+          dev.adapters()[i].b.copy_(cpu.adapters()[i].b);
+          ASSERT_TRUE(at::equal(dev.adapters()[i].a, cpu.adapters()[i].a)) << what;
+        }
+        dev.generator().set_state(cpu.generator().get_state());
+      }
+      at::Tensor tokens = at::randint(0, model.config().vocab_size, {2, 13}, at::kLong);  // 13 > Mistral's window 4
+      at::Tensor lc = cpu.loss(tokens, /*train=*/true), ld = dev.loss(tokens, /*train=*/true);
+      EXPECT_NEAR(ld.item<double>(), lc.item<double>(), 1e-5 * (1 + std::fabs(lc.item<double>()))) << what;
+      lc.backward();
+      ld.backward();
+      for (size_t i = 0; i < cpu.adapters().size(); ++i) {
+        EXPECT_LT(max_rel(dev.adapters()[i].a.grad(), cpu.adapters()[i].a.grad()), 1e-4) << what << " " << cpu.adapters()[i].name;
+        EXPECT_LT(max_rel(dev.adapters()[i].b.grad(), cpu.adapters()[i].b.grad()), 1e-4) << what << " " << cpu.adapters()[i].name;
+      }
+      EXPECT_EQ(dev.device(), at::Device(at::kCPU));
+    }
+}
+
 TEST(Lora, BadConfigurations) {
   EXPECT_EQ(lora_targets({"all-linear"}).size(), 7u);
   EXPECT_CONTAINS(testing::input_error([] { lora_targets({"gate"}); }), "unknown LoRA target \"gate\"");

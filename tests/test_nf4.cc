@@ -249,6 +249,48 @@ TEST(Nf4, TileBufferIsSmall) {
   EXPECT_EQ(kernels::nf4_tile_rows(4000, 331), 3167);
 }
 
+// The device path (ATen ops: what a GPU runs; kernels/nf4.h) on CPU tensors, against the CPU kernels: the
+// same bytes from quantisation (edge blocks, bf16, odd sizes), the same dequantised values, the products
+// within float32 rounding; a non-finite weight is refused naming its block; a weight moved with nf4_to
+// keeps its bytes.
+TEST(Nf4, DevicePathEqualsTheCpuKernels) {
+  uint64_t seed = 300;
+  for (const auto& shape : kShapes)
+    for (double stddev : {1.0, 1e-30}) {
+      const std::string what = std::to_string(shape[0]) + " x " + std::to_string(shape[1]) + " sd " + std::to_string(stddev);
+      at::Tensor w = gaussian(shape, seed++, stddev);
+      if (shape[1] >= 64) w.narrow(1, 0, 64).zero_();  // an all-zero block (code 7)
+      Nf4Weight want = kernels::nf4_quantize(w);
+      Nf4Weight got = kernels::nf4_quantize_aten(w);
+      expect_same_bytes(got, want, what + " (device quantise)");
+      expect_same_bytes(kernels::nf4_quantize_aten(w.to(at::kBFloat16)), kernels::nf4_quantize(w.to(at::kBFloat16)),
+                        what + " bf16");
+      at::Tensor deq = kernels::nf4_dequantize(want);
+      at::Tensor dev = kernels::nf4_dequantize_aten(got);
+      // Equal but for the one-ulp double rounding of an absmax the header allows.
+      EXPECT_LE((dev - deq).abs().max().item<double>(), 1e-6 * std::max(1e-38, deq.abs().max().item<double>())) << what;
+      EXPECT_TRUE(at::allclose(kernels::nf4_dequantize_aten(got, at::kBFloat16).to(at::kFloat),
+                               kernels::nf4_dequantize(want, at::kBFloat16).to(at::kFloat), 1e-2, 0)) << what;
+      at::Tensor x = at::randn({3, 2, shape[1]}), g = at::randn({5, shape[0]});
+      at::Tensor y = kernels::nf4_linear_aten(x, got), y_cpu = kernels::nf4_linear(x, want);
+      EXPECT_EQ(y.sizes(), y_cpu.sizes());
+      EXPECT_LE((y - y_cpu).abs().max().item<double>(), 1e-4 * std::max(1e-30, y_cpu.abs().max().item<double>())) << what;
+      at::Tensor dx = kernels::nf4_linear_input_grad_aten(g, got), dx_cpu = kernels::nf4_linear_input_grad(g, want);
+      EXPECT_LE((dx - dx_cpu).abs().max().item<double>(), 1e-4 * std::max(1e-30, dx_cpu.abs().max().item<double>())) << what;
+      expect_same_bytes(kernels::nf4_to(got, at::Device(at::kCPU)), want, what + " nf4_to");
+    }
+  at::Tensor bad = at::zeros({4, 64});
+  bad[2][5] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    kernels::nf4_quantize_aten(bad);
+    ADD_FAILURE() << "a NaN weight was quantised";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("block 2"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(kernels::nf4_linear_aten(at::zeros({2, 63}), kernels::nf4_quantize_aten(at::zeros({4, 64}))),
+               std::invalid_argument);
+}
+
 TEST(Nf4, CudaEqualsReference) {
 #ifndef LAYERPRUNE_HAVE_CUDA
   GTEST_SKIP() << "built without CUDA (no toolkit found at configure time): CUDA kernels not compiled";

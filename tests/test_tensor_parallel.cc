@@ -515,6 +515,16 @@ TEST_F(WorkerTp, HealAndEvaluateTasksAtTp2EqualTp1) {
     nlohmann::json a = result(tmp_.file(std::string("o1/") + id + ".json")), b = result(tmp_.file(std::string("o2/") + id + ".json"));
     ASSERT_EQ(a["points"].size(), b["points"].size()) << id;
     EXPECT_EQ(b["provenance"]["tp"], 2);
+    // Memory: the planner's per-rank figure for the task beside the device's measured peak (GPUs only).
+    for (const nlohmann::json* r : {&a, &b}) {
+      const nlohmann::json& m = (*r)["provenance"]["device_memory"];
+      EXPECT_EQ(m["device"], "cpu") << id;
+      EXPECT_GT(m["planned_bytes"].get<double>(), 0) << id << " " << m.dump();
+      EXPECT_EQ(m["plan"]["healing"], std::string(id) == "heal") << m.dump();
+      EXPECT_FALSE(m.contains("peak_allocated_bytes")) << "no device peak on the CPU";
+    }
+    EXPECT_LT(b["provenance"]["device_memory"]["planned_bytes"].get<double>(),
+              a["provenance"]["device_memory"]["planned_bytes"].get<double>()) << id << ": a rank of tp 2 holds less";
     for (size_t i = 0; i < a["points"].size(); ++i) {
       const nlohmann::json &pa = a["points"][i], &pb = b["points"][i];
       EXPECT_EQ(pa["dropped"], pb["dropped"]);

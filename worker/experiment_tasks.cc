@@ -11,6 +11,8 @@
 #include "common/hashing.h"
 #include "common/version.h"
 #include "method/distances.h"
+#include "method/planner.h"
+#include "model/device.h"
 #include "worker/stages.h"
 
 namespace layerprune {
@@ -19,7 +21,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const LlamaModel& ModelCache::model(const ModelSpec& spec) {
-  const std::string key = spec.path + "|" + spec.dtype;
+  const std::string key = spec.path + "|" + spec.dtype + "|" + spec.device;
   if (model_ && key == key_) return *model_;
   model_.reset();
   tokenizer_.reset();
@@ -34,7 +36,14 @@ const LlamaModel& ModelCache::model(const ModelSpec& spec) {
     if (!fs::is_directory(spec.path)) throw InputError("model " + spec.name + ": " + spec.path + " is not a directory");
     LoadOptions o;
     o.dtype = spec.dtype;
+    o.device = parse_device(spec.device, local_rank_);
     o.comm = comm_;
+    if (o.device.is_cuda() && comm_ && comm_->size() > 1) {  // the group's collectives on the GPUs
+      if (!device_comm_)
+        throw InputError("model " + spec.name + ": device " + spec.device + " with tp " + std::to_string(comm_->size()) +
+                         " needs NCCL, and this worker was built without it (a CUDA toolkit with NCCL at build time)");
+      o.comm = device_comm_(o.device);
+    }
     model_ = std::make_unique<LlamaModel>(LlamaModel::load(spec.path, o));
     tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load_dir(spec.path));
     if (tokenizer_->vocab_size() != model_->config().vocab_size)
@@ -55,9 +64,9 @@ const LlamaModel& ModelCache::model(const ModelSpec& spec) {
   name_ = spec.name;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!comm_ || comm_->rank() == 0)
-    std::fprintf(stderr, "worker: loaded %s (%s, %s): %lld layers, %.1f MB read in %.1fs\n", spec.name.c_str(),
-                 spec.path.c_str(), spec.dtype.c_str(), (long long)model_->config().num_hidden_layers,
-                 model_->loaded_bytes() / 1e6, s);
+    std::fprintf(stderr, "worker: loaded %s (%s, %s, on %s): %lld layers, %.1f MB read in %.1fs\n", spec.name.c_str(),
+                 spec.path.c_str(), spec.dtype.c_str(), describe_device(model_->device()).c_str(),
+                 (long long)model_->config().num_hidden_layers, model_->loaded_bytes() / 1e6, s);
   return *model_;
 }
 
@@ -98,6 +107,32 @@ EvalOptions eval_options(const EvaluationSpec& spec, const Tokenizer& tok) {
   return o;
 }
 
+// The task's measured peak on its GPU beside `layerprune plan`'s figure for the same work (method/planner.h:
+// weights + KV cache + activations + logits, or the healing figure), per rank. On the CPU only the plan.
+json device_memory_report(const LlamaModel& model, const ModelSpec& spec, int tp, PlanOptions plan) {
+  const LlamaConfig& c = model.config();
+  plan.tp = tp;
+  plan.compute = spec.dtype == "float32" ? "f32" : "bf16";
+  if (!plan.healing || plan.weights.empty()) plan.weights = plan.compute;
+  plan.seq = std::min<int64_t>(plan.seq, c.max_position_embeddings);
+  json out{{"device", describe_device(model.device())},
+           {"plan", {{"batch", plan.batch}, {"seq", plan.seq}, {"weights", plan.weights}, {"healing", plan.healing},
+                     {"prune_fraction", plan.prune_fraction}}}};
+  try {
+    const MemoryPlan m = plan_memory(c, plan);
+    out["planned_bytes"] = plan.healing ? m.healing_bytes : m.inference_bytes;
+  } catch (const InputError& e) {
+    out["planned_bytes"] = nullptr;
+    out["plan_error"] = e.what();
+  }
+  if (model.device().is_cuda()) {
+    const DeviceMemory d = device_memory(model.device());
+    out["peak_allocated_bytes"] = d.peak_allocated;
+    out["peak_reserved_bytes"] = d.peak_reserved;
+  }
+  return out;
+}
+
 }  // namespace
 
 json run_experiment_task(const std::string& kind, const json& payload, const json& inputs, ModelCache& cache,
@@ -105,12 +140,18 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   const ModelSpec spec = field<ModelSpec>(payload, "model", kind);
   const uint64_t seed = payload.value("seed", uint64_t(0));
   json provenance{{"code_version", layerprune_version()}, {"model", spec.name}, {"model_path", spec.path},
-                  {"dtype", spec.dtype}, {"tp", ctx.tp}, {"seed", seed}, {"threads", at::get_num_threads()},
+                  {"dtype", spec.dtype}, {"device", spec.device}, {"tp", ctx.tp}, {"seed", seed},
+                  {"threads", at::get_num_threads()},
                   {"host", hostname()}};
   if (kind == "distances") {
     const CalibrationSpec calibration = field<CalibrationSpec>(payload, "calibration", kind);
     const LlamaModel& model = cache.model(spec);
+    reset_peak_device_memory(model.device());
     DistanceResult r = run_distances(model, cache.tokenizer(), spec.path, spec.dtype, calibration);
+    PlanOptions plan;
+    plan.batch = DistanceOptions{}.batch_size;
+    plan.seq = calibration.seq_len;
+    provenance["device_memory"] = device_memory_report(model, spec, ctx.tp, plan);
     provenance["model_fingerprint"] = r.model_fingerprint;
     provenance["add_bos"] = cache.tokenizer().add_bos_default();
     provenance["tokenizer_sha256"] = cache.tokenizer().file_sha256();
@@ -125,6 +166,7 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   // Data before the model: a malformed file fails before minutes of loading.
   const EvalData data = load_eval_data(evaluation, Tokenizer::load_dir(spec.path));
   const LlamaModel& model = cache.model(spec);
+  reset_peak_device_memory(model.device());
   provenance["model_fingerprint"] = cache.fingerprint();
   provenance["add_bos"] = cache.tokenizer().add_bos_default();  // prompts, loss windows and healing sequences
   provenance["tokenizer_sha256"] = cache.tokenizer().file_sha256();
@@ -141,6 +183,10 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
     EvaluateStats stats;
     for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation, cache.tokenizer()), &stats))
       out_points.push_back(r.to_json());
+    PlanOptions plan;  // the unpruned model in memory, batches of evaluation contexts
+    plan.batch = evaluation.batch_size;
+    plan.seq = data.loss_seq_len > 0 ? std::max<int64_t>(data.loss_seq_len, 2048) : 2048;
+    provenance["device_memory"] = device_memory_report(model, spec, ctx.tp, plan);
     provenance["sweep"] = {{"variants", stats.variants},
                            {"truncated", stats.truncated},
                            {"layer_evals_shared", stats.sweep.layer_evals_shared},
@@ -155,6 +201,14 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   HealOutcome o = run_heal(model, cache.tokenizer(), healing, seed, points[0], table, data, eval_options(evaluation, cache.tokenizer()), dir,
                            ctx.on_train_step, ctx.abandon);
   if (o.stopped) return {{"stopped", true}, {"checkpoint", o.checkpoint}, {"healing", o.summary()}};
+  PlanOptions plan;
+  plan.healing = true;
+  plan.batch = healing.micro_batch;
+  plan.seq = healing.seq_len;
+  plan.lora_rank = healing.rank;
+  plan.weights = healing.quant == "nf4" ? "nf4" : "";
+  plan.prune_fraction = double(points[0].n) / double(model.config().num_hidden_layers);
+  provenance["device_memory"] = device_memory_report(model, spec, ctx.tp, plan);
   json point = o.point.to_json();
   point["healing"] = o.summary();
   out_points.push_back(point);

@@ -25,13 +25,22 @@
 
 namespace layerprune {
 
-// The model a worker keeps loaded between tasks: a task for the same (path, dtype) reuses it, another
-// model replaces it (a 140 GB checkpoint is not reloaded per grid point).
+// The communicator of a tensor-parallel group whose model is on a GPU: NCCL (the worker makes it from its
+// MPI group, worker_main.cc). Every rank of the group calls it at the same point.
+using DeviceCommunicator = std::function<std::shared_ptr<Communicator>(c10::Device)>;
+
+// The model a worker keeps loaded between tasks: a task for the same (path, dtype, device) reuses it,
+// another model replaces it (a 140 GB checkpoint is not reloaded per grid point).
 class ModelCache {
  public:
-  explicit ModelCache(std::shared_ptr<Communicator> comm = nullptr) : comm_(std::move(comm)) {}
-  // Loads (or keeps) the model of `spec` (an HF directory with tokenizer.model). Under tensor parallelism
-  // every rank learns whether all ranks loaded their shard; InputError naming the model otherwise.
+  // comm: the group's host communicator (MPI), used for a model on the CPU and for agreeing on errors.
+  // local_rank: this process's rank on its node, which picks its GPU for device "cuda".
+  explicit ModelCache(std::shared_ptr<Communicator> comm = nullptr, int local_rank = 0,
+                      DeviceCommunicator device_comm = nullptr)
+      : comm_(std::move(comm)), local_rank_(local_rank), device_comm_(std::move(device_comm)) {}
+  // Loads (or keeps) the model of `spec` (an HF directory with its tokenizer) on spec.device. Under tensor
+  // parallelism every rank learns whether all ranks loaded their shard; InputError naming the model
+  // otherwise (a GPU that is not there, a build without NCCL for a TP group on GPUs, a bad checkpoint).
   const LlamaModel& model(const ModelSpec& spec);
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& loaded_name() const { return name_; }  // "" when none
@@ -39,6 +48,8 @@ class ModelCache {
 
  private:
   std::shared_ptr<Communicator> comm_;
+  int local_rank_ = 0;
+  DeviceCommunicator device_comm_;
   std::string key_, name_, fingerprint_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;

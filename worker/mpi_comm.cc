@@ -165,6 +165,7 @@ MpiGroups split_into_groups(int tp) {
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g.world_rank, MPI_INFO_NULL, &local);
   MPI_Comm_size(local, &g.local_ranks);
+  MPI_Comm_rank(local, &g.local_rank);
   MPI_Comm_free(&local);
   return g;
 }

@@ -45,6 +45,7 @@ struct MpiGroups {
   int group_rank = 0;    // rank inside the group; 0 talks to the outside world
   MPI_Comm group_comm = MPI_COMM_NULL;
   int local_ranks = 1;   // ranks of the whole job on this host (to divide the cores between them)
+  int local_rank = 0;    // this rank among them: its GPU is local_rank mod the GPUs it sees
 };
 
 // Splits MPI_COMM_WORLD; InputError when the world size is not a multiple of tp.

@@ -32,7 +32,7 @@ nlohmann::json WorkerGroup::run(const std::string& kind, const nlohmann::json& p
                                 const std::atomic<bool>* abandon) {
   model.reset();  // one model in memory at a time
   loaded_key.clear();
-  if (!cache) cache = std::make_unique<ModelCache>(comm);
+  if (!cache) cache = std::make_unique<ModelCache>(comm, groups.local_rank, device_comm);
   TaskContext ctx;
   ctx.work_dir = work_dir;
   ctx.task_key = task_key;

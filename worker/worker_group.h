@@ -24,6 +24,7 @@ struct WorkerGroup {
   std::string loaded_key;             // model + dtype of `model`
   std::unique_ptr<LlamaModel> model;  // forward tasks' model
   std::unique_ptr<ModelCache> cache;  // experiment tasks' model (one of the two is loaded at a time)
+  DeviceCommunicator device_comm;     // NCCL for a TP group on GPUs (CUDA builds; worker_main.cc)
 
   bool leader() const { return groups.group_rank == 0; }
   void log(const std::string& message) const;

@@ -36,6 +36,9 @@
 #include "common/version.h"
 #include "model/llama.h"
 #include "worker/mpi_comm.h"
+#ifdef LAYERPRUNE_HAVE_NCCL
+#include "worker/nccl_comm.h"
+#endif
 #include "model/runtime.h"
 #include "formats/safetensors.h"
 #include "model/tensor_io.h"
@@ -92,7 +95,20 @@ int worker_main(int argc, char** argv) {
   std::string rank_label = w.label + " rank " + std::to_string(g.group_rank) + " (world rank " +
                            std::to_string(g.world_rank) + ")";
   double timeout = p.get_double("comm-timeout");
-  w.comm = std::make_shared<CountingCommunicator>(std::make_shared<MpiCommunicator>(g.group_comm, timeout, rank_label));
+  auto mpi = std::make_shared<MpiCommunicator>(g.group_comm, timeout, rank_label);
+  w.comm = std::make_shared<CountingCommunicator>(mpi);
+#ifdef LAYERPRUNE_HAVE_NCCL
+  // A TP group whose model is on GPUs runs its collectives over NCCL (the unique id travels over MPI, which
+  // stays for control); made when the first such model loads, kept for the next (same GPU).
+  w.device_comm = [mpi, timeout, nccl = std::shared_ptr<Communicator>(), gpu = -1](c10::Device d) mutable {
+    if (!nccl || gpu != d.index()) {
+      nccl.reset();
+      nccl = std::make_shared<CountingCommunicator>(std::make_shared<NcclCommunicator>(mpi, d.index(), timeout));
+      gpu = d.index();
+    }
+    return nccl;
+  };
+#endif
   w.out_dir = p.get("out");
   w.work_dir = p.get("work-dir").empty() ? (w.out_dir.empty() ? "." : w.out_dir) : p.get("work-dir");
   if (!w.leader()) Progress::set_quiet(true);  // progress lines once per group
