@@ -8,6 +8,7 @@
 namespace layerprune::cli {
 
 int cancel(int argc, char** argv);
+int check(int argc, char** argv);
 int convert(int argc, char** argv);
 int curves(int argc, char** argv);
 int distances(int argc, char** argv);

@@ -35,6 +35,8 @@ const Command kCommands[] = {
     {"results", "metrics of every finished grid point (table, CSV, JSON)", layerprune::cli::results, false},
     {"curves", "accuracy and loss against the fraction pruned per strategy x healing (table + SVG)",
      layerprune::cli::curves, false},
+    {"check", "read every tensor of a model once: NaN/Inf values, dtype, shape and naming problems by tensor",
+     layerprune::cli::check, false},
     {"convert", "turn a llama2.c checkpoint + tokenizer, or a llama.cpp GGUF Llama, into a Hugging Face-layout model directory",
      layerprune::cli::convert, false},
     {"distances", "angular distance between layer inputs (paper Eq. 7), l*(n) per block size, heatmap SVG",

@@ -23,6 +23,8 @@
 #include "experiment/pruning.h"
 #include "model/runtime.h"
 #include "formats/gguf_llama.h"
+#include "formats/llama_tensors.h"
+#include "formats/tensor_scan.h"
 #include "formats/tokenizer.h"
 
 namespace layerprune::cli {
@@ -143,6 +145,66 @@ int loss(int argc, char** argv) {
                 r.mean_nll, r.normalized, (long long)r.predicted_tokens, (long long)r.windows, (long long)r.context);
   }
   return 0;
+}
+
+int check(int argc, char** argv) {
+  ArgParser p("check", "Read every tensor of a model directory once (streaming from the memory map, with progress) and\n"
+                       "report by tensor name: NaN and Inf values, and missing, unexpected, misshapen or wrongly typed\n"
+                       "tensors against its config.json. Exit status 0 when the checkpoint is clean, 2 when anything is wrong.");
+  p.option("model", "Hugging Face-layout model directory (config.json, *.safetensors)")
+      .flag("json", "print one JSON document on stdout");
+  if (!p.parse(argc, argv)) return 0;
+  const std::string dir = p.get("model");
+  if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory");
+  const LlamaConfig config = LlamaConfig::from_file(dir + "/config.json");
+  const Checkpoint ckpt = Checkpoint::open(dir);
+  std::vector<std::string> layout;  // check_llama_checkpoint's problems, one per line
+  try {
+    check_llama_checkpoint(ckpt, config);
+  } catch (const InputError& e) {
+    std::string all = e.what();
+    for (size_t a = 0, b; a < all.size(); a = b + 1) {
+      b = all.find('\n', a);
+      if (b == std::string::npos) b = all.size();
+      if (b > a) layout.push_back(all.substr(a, b - a));
+    }
+  }
+  json bad = json::array();
+  int64_t values = 0;
+  const std::vector<std::string> names = ckpt.names();
+  {
+    Progress progress("check", int64_t(ckpt.total_bytes() >> 20), "MiB");
+    uint64_t read = 0;
+    for (const std::string& name : names) {
+      const TensorView& v = ckpt.tensor(name);
+      const TensorScan s = scan_tensor(v);
+      values += s.values;
+      if (!s.finite())
+        bad.push_back({{"tensor", name}, {"dtype", dtype_name(v.dtype)}, {"shape", v.shape}, {"nan", s.nan},
+                       {"inf", s.inf}, {"first_index", s.first_bad}, {"file", v.file}});
+      const uint64_t before = read >> 20;
+      read += v.nbytes;
+      progress.advance(int64_t((read >> 20) - before));
+    }
+  }
+  const bool ok = bad.empty() && layout.empty();
+  if (p.flag_set("json")) {
+    std::cout << json{{"model", dir},          {"ok", ok},           {"tensors", names.size()},
+                      {"values", values},      {"bytes", ckpt.total_bytes()}, {"non_finite", bad},
+                      {"layout_problems", layout}, {"code_version", layerprune_version()}}.dump()
+              << std::endl;
+  } else {
+    for (const json& b : bad)
+      std::printf("%s: %s %s: %lld NaN, %lld Inf (first at flat index %lld)\n", b["tensor"].get<std::string>().c_str(),
+                  b["dtype"].get<std::string>().c_str(), b["shape"].dump().c_str(), (long long)b["nan"].get<int64_t>(),
+                  (long long)b["inf"].get<int64_t>(), (long long)b["first_index"].get<int64_t>());
+    for (const std::string& l : layout) std::printf("%s\n", l.c_str());
+    std::printf("check %s: %zu tensors, %lld values, %.1f MB: %s\n", dir.c_str(), names.size(), (long long)values,
+                double(ckpt.total_bytes()) / 1e6,
+                ok ? "clean" : (std::to_string(bad.size()) + " tensor(s) with non-finite values, " +
+                                std::to_string(layout.size()) + " layout problem(s)").c_str());
+  }
+  return ok ? 0 : 2;
 }
 
 int make_model(int argc, char** argv) {

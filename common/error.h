@@ -15,4 +15,12 @@ struct UsageError : InputError {
   using InputError::InputError;
 };
 
+// A NaN or Inf where a result was computed (logits, a loss, a distance, a gradient): never a number to
+// report. The message names the stage, the first layer whose output was non-finite and the input. It is an
+// InputError (a model's weights or a run's settings produced it: retrying cannot help), so the CLI exits 2
+// and the worker fails the task without retries.
+struct NonFiniteError : InputError {
+  using InputError::InputError;
+};
+
 }  // namespace layerprune

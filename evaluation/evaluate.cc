@@ -116,6 +116,21 @@ std::vector<int64_t> read_positions_flat(const ScorePlan& plan, const std::vecto
 
 }  // namespace
 
+std::vector<int64_t> row_requests(const ScorePlan& plan, const std::vector<int64_t>& rows) {
+  std::vector<int64_t> ids;
+  for (int64_t r : rows) ids.push_back(plan.rows[size_t(r)].reads.front().request);
+  return ids;
+}
+
+std::string describe_items(std::vector<int64_t> items, size_t of) {
+  std::sort(items.begin(), items.end());
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+  std::string out = items.size() == 1 ? "item " : "items ";
+  for (size_t i = 0; i < items.size() && i < 8; ++i) out += (i ? ", " : "") + std::to_string(items[i]);
+  if (items.size() > 8) out += ", ...";
+  return out + " (0-based, of " + std::to_string(of) + ")";
+}
+
 at::Tensor read_positions(const ScorePlan& plan, const std::vector<int64_t>& rows) {
   return at::tensor(read_positions_flat(plan, rows, longest_row(plan, rows)), at::kLong);
 }
@@ -164,10 +179,14 @@ std::vector<Loglikelihoods> score_requests_multi(const std::vector<EvalRequest>&
     progress->advance(done);
   }
   for (const std::vector<int64_t>& rows : batch_rows(plan, options.batch_size)) {
-    forward(batch_tokens(plan, rows), read_positions(plan, rows), [&](size_t variant, const at::Tensor& logits) {
-      if (variant >= variants) throw std::logic_error("score_requests_multi: variant out of range");
-      read_loglikelihoods(logits, plan, rows, ll[variant]);
-    });
+    try {
+      forward(batch_tokens(plan, rows), read_positions(plan, rows), [&](size_t variant, const at::Tensor& logits) {
+        if (variant >= variants) throw std::logic_error("score_requests_multi: variant out of range");
+        read_loglikelihoods(logits, plan, rows, ll[variant]);
+      });
+    } catch (const NonFiniteError& e) {
+      throw NonFiniteError("eval: " + describe_items(row_requests(plan, rows), requests.size()) + ": " + e.what());
+    }
     int64_t finished = 0;
     for (int64_t r : rows) finished += --rows_left[size_t(plan.rows[size_t(r)].reads.front().request)] == 0;
     if (progress) progress->advance(finished);

@@ -70,6 +70,9 @@ using Loglikelihoods = std::vector<std::vector<double>>;  // [request][choice]
 
 // The positions the reads of a batch of `rows` need, each once, ascending: int64 [N], flat indices b*T + t
 // into the batch as batch_tokens() pads it (T = its longest row). For ForwardOptions::logit_positions.
+// For error messages: the requests of a batch's rows, and "items 3, 4 (0-based, of 57)".
+std::vector<int64_t> row_requests(const ScorePlan& plan, const std::vector<int64_t>& rows);
+std::string describe_items(std::vector<int64_t> items, size_t of);
 at::Tensor read_positions(const ScorePlan& plan, const std::vector<int64_t>& rows);
 
 // Adds each read's log-likelihood (log-softmax in float64 of the logits at its positions) into out.

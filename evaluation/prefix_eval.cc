@@ -161,7 +161,14 @@ Loglikelihoods score_with_prefix_reuse(const LlamaModel& model, const std::vecto
       KVCache cache = broadcast_cache(prefix, tokens.size(0));
       ForwardOptions at_reads = fwd;
       at_reads.logit_positions = read_positions(plan, rows);  // indices into the suffix rows, as the reads
-      read_loglikelihoods(model.forward(tokens, at_reads, &cache).logits, plan, rows, local);
+      try {
+        read_loglikelihoods(model.forward(tokens, at_reads, &cache).logits, plan, rows, local);
+      } catch (const NonFiniteError& e) {  // the rows' items in the request list, not the group's
+        std::vector<int64_t> items;
+        for (int64_t j : row_requests(plan, rows)) items.push_back(g.items[size_t(j)]);
+        throw NonFiniteError("eval: " + describe_items(items, requests.size()) + " after their shared few-shot prefix: " +
+                             e.what());
+      }
     }
     st.suffix_tokens += row_tokens(plan);
     st.rows += int64_t(plan.rows.size());

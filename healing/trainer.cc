@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/progress.h"
 #include "formats/safetensors.h"
+#include "model/finite.h"
 #include "model/tensor_io.h"
 
 namespace layerprune {
@@ -211,9 +212,21 @@ TrainResult train(LoraLlama& model, PackedStream& data, const TrainConfig& c, co
     for (at::Tensor& p : params) p.mutable_grad() = at::Tensor();
     double loss_sum = 0;
     for (int64_t k = 0; k < accum; ++k) {
-      at::Tensor loss = model.loss(data.next(c.micro_batch), /*train=*/true);
+      const int64_t position = data.position();
+      at::Tensor tokens = data.next(c.micro_batch);
+      at::Tensor loss = model.loss(tokens, /*train=*/true);
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {  // the same on every rank of a TP group (the logits are gathered)
+        const std::string where = model.locate_non_finite(tokens);
+        throw NonFiniteError("heal: step " + std::to_string(step + 1) + ", micro-batch " + std::to_string(k + 1) +
+                             " (training sequences " + std::to_string(position) + "-" +
+                             std::to_string(position + c.micro_batch - 1) + "): non-finite training loss; " +
+                             (where.empty() ? std::string("the evaluation-mode forward is finite (the dropout masks or "
+                                                          "the training-mode arithmetic overflowed)")
+                                            : "the first non-finite output is " + where));
+      }
       (loss / double(accum)).backward();
-      loss_sum += loss.item<double>();
+      loss_sum += value;
     }
     TrainStep s;
     s.lr = learning_rate(c, step);
@@ -221,6 +234,17 @@ TrainResult train(LoraLlama& model, PackedStream& data, const TrainConfig& c, co
       at::NoGradGuard no_grad;
       model.reduce_gradients();  // tensor parallelism: replicated adapters' partial gradients
       s.grad_norm = model.gradient_norm();
+      if (!std::isfinite(s.grad_norm)) {
+        std::string first;
+        for (const LoraAdapter& a : model.adapters())
+          for (const at::Tensor* p : {&a.a, &a.b})
+            if (first.empty() && p->grad().defined() && !all_finite(p->grad()))
+              first = a.name + (p == &a.a ? ".lora_A" : ".lora_B");
+        throw NonFiniteError("heal: step " + std::to_string(step + 1) + ": the adapters' gradient norm is non-finite "
+                             "(the loss was finite, " + std::to_string(loss_sum / double(accum)) + ")" +
+                             (first.empty() ? std::string() : "; first in " + first) +
+                             ": the gradients overflowed (a lower learning rate or float32 may help)");
+      }
       const double clip = c.clip > 0 && s.grad_norm > c.clip ? c.clip / (s.grad_norm + 1e-6) : 1.0;
       const int64_t t = step + 1;
       const double bc1 = 1.0 - std::pow(c.beta1, double(t)), bc2 = 1.0 - std::pow(c.beta2, double(t));

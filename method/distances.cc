@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "model/finite.h"
 #include "common/hashing.h"
 #include "common/progress.h"
 #include "common/text_file.h"
@@ -96,7 +97,14 @@ DistanceTable measure_distances(const LlamaModel& model, const CalibrationSet& c
     at::Tensor x = at::stack(states, 1);                                  // [nb, S, D]
     at::Tensor unit = x / x.norm(2, -1, /*keepdim=*/true);
     at::Tensor cos = at::bmm(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0);  // [nb, S, S]
-    sum += (at::acos(cos) / M_PI).sum(0).to(at::kCPU);  // float64 on the model's device, summed on the host
+    at::Tensor batch = (at::acos(cos) / M_PI).sum(0).to(at::kCPU);  // float64 on the model's device, summed on the host
+    if (!all_finite(batch)) {
+      std::string where = model.locate_non_finite(tokens, fwd);
+      if (where.empty()) where = "no layer (every hidden state is finite): a hidden state of norm 0 at the last token";
+      throw NonFiniteError("distances: calibration samples " + std::to_string(b0) + "-" + std::to_string(b0 + nb - 1) +
+                           ": a non-finite angular distance; the first non-finite output is " + where);
+    }
+    sum += batch;
     progress.advance(nb);
   }
   sum /= double(N);

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "common/error.h"
+#include "model/finite.h"
 #include "kernels/causal_softmax.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -323,8 +324,32 @@ ForwardResult LlamaModel::forward(const at::Tensor& tokens, const ForwardOptions
     result.logits = at::linear(kernels::rms_norm(h, weights_.final_norm, eps), weights_.lm_head).to(at::kFloat);
     if (tp_) result.logits = tp_->gather_vocab(result.logits, config_.vocab_size);  // vocab-parallel head
     if (chosen) result.logits = result.logits.squeeze(0);
+    if (options.check_finite && !all_finite(result.logits)) {
+      KVCache before;
+      if (cache) {  // the cache as this call found it: its first `start` positions
+        before.length = start;
+        for (size_t i = 0; i < cache->k.size(); ++i) {
+          before.k.push_back(start ? cache->k[i].narrow(2, 0, start) : at::Tensor());
+          before.v.push_back(start ? cache->v[i].narrow(2, 0, start) : at::Tensor());
+        }
+      }
+      const std::string where = locate_non_finite(tokens, options, cache ? &before : nullptr);
+      throw NonFiniteError("non-finite logits (NaN or Inf): the first non-finite output is " +
+                           (where.empty() ? std::string("not reproduced by a second run") : where));
+    }
   }
   return result;
+}
+
+std::string LlamaModel::locate_non_finite(const at::Tensor& tokens, const ForwardOptions& options,
+                                          const KVCache* cache) const {
+  ForwardOptions o = options;
+  o.return_hidden = true;
+  o.check_finite = false;
+  KVCache copy;
+  if (cache) copy = *cache;  // tensors shared, never written: forward replaces them with new ones
+  ForwardResult r = forward(tokens, o, cache ? &copy : nullptr);
+  return describe_non_finite(r.hidden, kept_layers(options.layers), r.logits, options.input_hidden.defined());
 }
 
 }  // namespace layerprune

@@ -69,6 +69,9 @@ struct ForwardOptions {
   // goes that way (flash or memory-efficient kernels, GQA without copying K/V); on the CPU the blocked path
   // below is faster. Tests set it to check the device path against the CPU path on any machine.
   bool sdpa_attention = false;
+  // Logits with a NaN or Inf throw NonFiniteError naming the first layer whose output was non-finite (a
+  // sum over the logits per call; the layer search re-runs the call only once the result is bad).
+  bool check_finite = true;
 };
 
 struct ForwardResult {
@@ -120,6 +123,13 @@ class LlamaModel {
   // never see padding). With a cache, the tokens continue at position cache->length (same for the batch).
   ForwardResult forward(const at::Tensor& tokens, const ForwardOptions& options = {},
                         KVCache* cache = nullptr) const;
+
+  // Where a forward call's numbers first go non-finite: re-runs it (from the same cache positions, which
+  // it does not change) with the hidden states and returns "layer 12 (model.layers.12) at sequence 0,
+  // position 3", "the embedding ...", "the final norm or LM head ..." or "" when everything is finite.
+  // Under tensor parallelism every rank must call it (the layers' collectives).
+  std::string locate_non_finite(const at::Tensor& tokens, const ForwardOptions& options,
+                                const KVCache* cache = nullptr) const;
 
   // The number of kept layers an options.layers list means (validates indices: increasing, in range).
   std::vector<int64_t> kept_layers(const std::vector<int64_t>& layers) const;

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "common/error.h"
+#include "model/finite.h"
 
 namespace layerprune {
 
@@ -252,7 +253,7 @@ at::Tensor LoraLlama::dropout_mask(const at::Tensor& x, const LoraAdapter& a) {
       .narrow(-1, a.shard.begin, a.shard.end - a.shard.begin);
 }
 
-at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train) {
+at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train, std::vector<at::Tensor>* hidden) {
   const LlamaConfig& c = base_.config();
   const TensorParallel* tp = base_.tensor_parallel();
   // This rank's heads (all of them without tensor parallelism).
@@ -279,6 +280,7 @@ at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train) {
   at::Tensor x = at::embedding(W.embed, tokens.to(device));
   for (size_t pos = 0; pos < kept_.size(); ++pos) {
     const LlamaLayerWeights& w = W.layers[size_t(kept_[pos])];
+    if (hidden) hidden->push_back(x);
     at::Tensor h = enter(rms_norm(x, w.attn_norm, c.rms_norm_eps));
     at::Tensor q = rope(project(h, w.wq, w.bq, pos, 0, train).view({B, T, H, hd}), cos, sin).transpose(1, 2);
     at::Tensor k = rope(project(h, w.wk, w.bk, pos, 1, train).view({B, T, KV, hd}), cos, sin).transpose(1, 2);
@@ -303,6 +305,7 @@ at::Tensor LoraLlama::forward(const at::Tensor& tokens, bool train) {
     at::Tensor g = at::silu(project(h, w.w_gate, {}, pos, 4, train)) * project(h, w.w_up, {}, pos, 5, train);
     x = x + leave(project(g, w.w_down, {}, pos, 6, train));
   }
+  if (hidden) hidden->push_back(x);
   at::Tensor logits = at::linear(enter(rms_norm(x, W.final_norm, c.rms_norm_eps)), W.lm_head).to(at::kFloat);
   return tp ? GroupGatherVocab::apply(logits, address(tp), c.vocab_size) : logits;
 }
@@ -313,6 +316,13 @@ at::Tensor LoraLlama::loss(const at::Tensor& tokens, bool train) {
   at::Tensor logits = forward(tokens, train).narrow(1, 0, T - 1);
   at::Tensor target = tokens.narrow(1, 1, T - 1).to(logits.device());
   return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}));
+}
+
+std::string LoraLlama::locate_non_finite(const at::Tensor& tokens) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> hidden;
+  at::Tensor logits = forward(tokens, /*train=*/false, &hidden);
+  return describe_non_finite(hidden, kept_, logits, /*input_hidden=*/false);
 }
 
 std::vector<at::Tensor> LoraLlama::parameters() const {

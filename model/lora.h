@@ -91,8 +91,9 @@ class LoraLlama {
   // a tensor-parallel shard, every rank of its group constructs and trains this model in step.
   LoraLlama(const LlamaModel& base, std::vector<int64_t> kept, LoraConfig config);
 
-  // [B, T] int64 -> [B, T, V] float32 logits; dropout is active when `train`.
-  at::Tensor forward(const at::Tensor& tokens, bool train);
+  // [B, T] int64 -> [B, T, V] float32 logits; dropout is active when `train`. With `hidden`, also every
+  // kept layer's input and the last layer's output (the residual stream, as LlamaModel's return_hidden).
+  at::Tensor forward(const at::Tensor& tokens, bool train, std::vector<at::Tensor>* hidden = nullptr);
   // Mean next-token cross-entropy over every position but the last (sequences packed, no padding).
   at::Tensor loss(const at::Tensor& tokens, bool train);
 
@@ -100,6 +101,10 @@ class LoraLlama {
   const std::vector<LoraAdapter>& adapters() const { return adapters_; }
   std::vector<at::Tensor> parameters() const;  // a0, b0, a1, b1, ... in adapter order
   int64_t trainable_parameters() const;
+  // Where the (adapted, evaluation-mode) forward of `tokens` first goes non-finite: "layer 12
+  // (model.layers.12) at sequence 0, position 3", "the embedding ...", "the final norm or the LM head ..."
+  // or "" when everything is finite. Every rank of a TP group must call it (the layers' collectives).
+  std::string locate_non_finite(const at::Tensor& tokens);
   const LoraConfig& config() const { return config_; }
   const std::vector<int64_t>& kept_layers() const { return kept_; }
   // Dropout's RNG (its state goes into checkpoints): a CPU generator on the CPU, the device's own kind (a

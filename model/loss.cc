@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "model/finite.h"
 #include "common/progress.h"
 
 namespace layerprune {
@@ -54,7 +55,14 @@ LossResult stream_loss(const std::function<at::Tensor(const at::Tensor&)>& logit
       for (int64_t t = 0; t < chunk; ++t) acc[b][t + (with_bos ? 1 : 0)] = src[t];
     }
     const int64_t predicted = r.context - 1;
-    at::Tensor logits = logits_of(tokens);                                   // [nb, ctx, V]
+    at::Tensor logits;                                                       // [nb, ctx, V]
+    try {
+      logits = logits_of(tokens);
+      if (!all_finite(logits)) throw NonFiniteError("non-finite logits (NaN or Inf)");  // a forward without the check
+    } catch (const NonFiniteError& e) {
+      throw NonFiniteError("loss: windows " + std::to_string(w0) + "-" + std::to_string(w0 + nb - 1) + " (stream tokens " +
+                           std::to_string(w0 * chunk) + "-" + std::to_string((w0 + nb) * chunk - 1) + "): " + e.what());
+    }
     at::Tensor logp = at::log_softmax(logits.narrow(1, 0, predicted), -1);   // predictions for t+1
     at::Tensor target = tokens.narrow(1, 1, predicted).unsqueeze(-1).to(logp.device());
     at::Tensor nll = logp.gather(-1, target).neg();

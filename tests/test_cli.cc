@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -103,6 +104,39 @@ TEST(Cli, ConvertGenerateLossOnStories260K) {
   CliRun bad = run("loss --model " + model + " --data " + text + " --device gpu0 --json");
   EXPECT_EQ(bad.status, 2);
   EXPECT_CONTAINS(nlohmann::json::parse(bad.out).at("error").get<std::string>(), "unknown device 'gpu0'");
+  // Four NaN in model.norm.weight (bytes patched in the file): `check` finds them by name; loss and eval
+  // exit 2 naming the stage and where the numbers went bad instead of printing a NaN or an accuracy.
+  CliRun clean = run("check --model " + model + " --json");
+  ASSERT_EQ(clean.status, 0) << clean.out;
+  EXPECT_EQ(nlohmann::json::parse(clean.out).at("ok"), true);
+  const std::string nan_model = d.path() + "/nan";
+  std::filesystem::copy(model, nan_model);
+  {
+    std::fstream f(nan_model + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header = 0;
+    f.read(reinterpret_cast<char*>(&header), 8);
+    std::string json_text(header, '\0');
+    f.read(json_text.data(), std::streamsize(header));
+    const auto entry = nlohmann::json::parse(json_text).at("model.norm.weight");
+    ASSERT_EQ(entry.at("dtype"), "F32");
+    const float nan[4] = {NAN, NAN, NAN, NAN};
+    f.seekp(std::streamoff(8 + header + entry.at("data_offsets")[0].get<uint64_t>() + 8));  // elements 2-5
+    f.write(reinterpret_cast<const char*>(nan), sizeof nan);
+  }
+  CliRun found = run("check --model " + nan_model + " --json");
+  EXPECT_EQ(found.status, 2) << found.out;
+  const auto report = nlohmann::json::parse(found.out);
+  EXPECT_EQ(report.at("ok"), false);
+  ASSERT_EQ(report.at("non_finite").size(), 1u) << report.dump();
+  EXPECT_EQ(report.at("non_finite")[0].at("tensor"), "model.norm.weight");
+  EXPECT_EQ(report.at("non_finite")[0].at("nan"), 4);
+  EXPECT_EQ(report.at("non_finite")[0].at("first_index"), 2);
+  CliRun nan_loss = run("loss --model " + nan_model + " --data " + text + " --max-windows 2 --json --threads 1");
+  EXPECT_EQ(nan_loss.status, 2) << nan_loss.out;
+  EXPECT_CONTAINS(nlohmann::json::parse(nan_loss.out).at("error").get<std::string>(), "the final norm or the LM head");
+  CliRun nan_eval = run("eval --model " + nan_model + " --task boolq --limit 3 --json --threads 1");
+  EXPECT_EQ(nan_eval.status, 2) << nan_eval.out;
+  EXPECT_CONTAINS(nlohmann::json::parse(nan_eval.out).at("error").get<std::string>(), "non-finite logits");
 }
 
 // convert --gguf on the real GGUF (the formats are tested in test_gguf; this is the command around them).

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +24,7 @@
 #include "formats/gguf_llama.h"
 #include "formats/safetensors.h"
 #include "model/tensor_io.h"
+#include "evaluation/evaluate.h"
 #include "formats/tokenizer.h"
 
 namespace layerprune {
@@ -144,6 +147,84 @@ TEST_F(Stories260K, LossWithoutBosUsesWholeWindowsOfTheStream) {
 }
 
 // A batch of different-length, right-padded sequences equals each sequence run alone.
+// A NaN or Inf in the weights never becomes a number: the forward pass, the loss and the scorer stop with
+// a NonFiniteError naming the stage, the first layer whose output went non-finite (found by re-running the
+// pass once the logits are bad) and the input.
+TEST(NonFinite, ForwardLossAndScorerNameWhereTheNumbersWentBad) {
+  TempDir d;
+  MakeModelOptions mo;
+  mo.init_std = 0.2;
+  make_random_model(llama_shape(32, 48, 4, 4, 2, 64, 32), d.path(), mo);
+  LlamaModel model = LlamaModel::load(d.path());
+  auto edited = [&](const std::function<void(LlamaWeights&)>& edit) {
+    LlamaWeights w = model.weights();
+    edit(w);
+    return model.with_weights(w);
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  at::Tensor tokens = at::randint(1, 5, {2, 9}, at::kLong);  // tokens 1-4 only
+  // A NaN in layer 2's down_proj: layer 2's output is the first non-finite one.
+  LlamaModel bad_layer = edited([&](LlamaWeights& w) {
+    w.layers[2].w_down = w.layers[2].w_down.clone();
+    w.layers[2].w_down[0][0] = nan;
+  });
+  std::string m = testing::input_error([&] { bad_layer.forward(tokens); });
+  EXPECT_CONTAINS(m, "non-finite logits");
+  EXPECT_CONTAINS(m, "layer 2's output (model.layers.2) at sequence 0, position 0");
+  ForwardOptions without_2;
+  without_2.layers = {0, 1, 3};
+  EXPECT_TRUE(std::isfinite(bad_layer.forward(tokens, without_2).logits.sum().item<double>())) << "layer 2 dropped";
+  // Four NaN in model.norm.weight (the case the issue found): every layer is finite, the final norm is not.
+  LlamaModel bad_norm = edited([&](LlamaWeights& w) {
+    w.final_norm = w.final_norm.clone();
+    w.final_norm.narrow(0, 3, 4).fill_(nan);
+  });
+  EXPECT_CONTAINS(testing::input_error([&] { bad_norm.forward(tokens); }),
+                  "the final norm or the LM head (model.norm.weight, lm_head.weight): every layer's output is finite");
+  // An Inf in the embedding row of token 7, which only sequence 1 position 5 holds; also through the KV
+  // cache (the second chunk holds it) and with logits at chosen positions only.
+  LlamaModel bad_embed = edited([&](LlamaWeights& w) {
+    w.embed = w.embed.clone();
+    w.embed[7][3] = std::numeric_limits<float>::infinity();
+  });
+  at::Tensor with7 = tokens.clone();
+  with7[1][5] = 7;
+  EXPECT_CONTAINS(testing::input_error([&] { bad_embed.forward(with7); }),
+                  "the embedding (model.embed_tokens.weight) at sequence 1, position 5");
+  KVCache cache;
+  bad_embed.forward(with7.narrow(1, 0, 4), {}, &cache);  // positions 0-3: finite
+  EXPECT_CONTAINS(testing::input_error([&] { bad_embed.forward(with7.narrow(1, 4, 5), {}, &cache); }),
+                  "the embedding (model.embed_tokens.weight) at sequence 1, position 1");  // position 5 = chunk's 1
+  ForwardOptions at_positions;
+  at_positions.logit_positions = at::tensor(std::vector<int64_t>{0, 9 + 8}, at::kLong);
+  EXPECT_CONTAINS(testing::input_error([&] { bad_layer.forward(tokens, at_positions); }), "layer 2's output");
+  // The loss names its windows; the scorer its items.
+  std::vector<int32_t> stream;
+  for (int i = 0; i < 200; ++i) stream.push_back(int32_t(1 + i % 4));
+  LossOptions lo;
+  lo.context = 16;
+  m = testing::input_error([&] { stream_loss(bad_norm, stream, 0, lo); });
+  EXPECT_CONTAINS(m, "loss: windows 0-");
+  EXPECT_CONTAINS(m, "the final norm or the LM head");
+  std::vector<EvalRequest> requests(3);
+  for (EvalRequest& r : requests) {
+    r.context = {1, 2, 3, 4};
+    r.continuations = {{2}, {3}};
+  }
+  requests[2].context = {1, 7, 2};  // only item 2 holds the bad token
+  ScoreOptions so;
+  so.batch_size = 1;
+  so.progress_label = "";
+  auto forward = [&](const at::Tensor& t, const at::Tensor& p) {
+    ForwardOptions fo;
+    fo.logit_positions = p;
+    return bad_embed.forward(t, fo).logits;
+  };
+  m = testing::input_error([&] { score_requests(requests, 32, PositionsForward(forward), so); });
+  EXPECT_CONTAINS(m, "eval: item 2 (0-based, of 3)");
+  EXPECT_CONTAINS(m, "the embedding (model.embed_tokens.weight) at sequence 0, position 1");
+}
+
 TEST(Llama, BatchOfNEqualsNSingleRuns) {
   TempDir d;
   LlamaConfig c = shape(32, 50, 3, 8, 2, 64, 64);

@@ -383,5 +383,24 @@ TEST_F(Stories260K, SweepEqualsEvaluatingEachVariant) {
                   "strictly increasing");
 }
 
+// A non-finite distance is an error naming the calibration samples and the first layer whose output went bad.
+TEST(Distances, ANonFiniteHiddenStateIsAnErrorNamingTheLayer) {
+  testing::TempDir d;
+  make_random_model(testing::llama_shape(32, 48, 3, 4, 2, 64, 32), d.path(), {});
+  LlamaModel model = LlamaModel::load(d.path());
+  LlamaWeights w = model.weights();
+  w.layers[1].wo = w.layers[1].wo.clone();
+  w.layers[1].wo[0][0] = std::numeric_limits<float>::quiet_NaN();
+  LlamaModel bad = model.with_weights(w);
+  CalibrationSet set;
+  set.documents = 2;
+  set.chosen = {0, 1};
+  set.sequences = {{1, 5, 9, 2, 7}, {1, 3, 4}};
+  EXPECT_NO_THROW(measure_distances(model, set));
+  const std::string m = testing::input_error([&] { measure_distances(bad, set); });
+  EXPECT_CONTAINS(m, "distances: calibration samples 0-1: a non-finite angular distance");
+  EXPECT_CONTAINS(m, "layer 1's output (model.layers.1)");
+}
+
 }  // namespace
 }  // namespace layerprune

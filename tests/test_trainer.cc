@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -169,6 +170,23 @@ TEST(Trainer, StopRequestCheckpointsAndResumes) {
   EXPECT_CONTAINS(testing::input_error([&] { train(wrong, d3, c, r1.last_checkpoint); }), "another adapter set");
   EXPECT_CONTAINS(testing::input_error([&] { train(wrong, d3, c, t.dir.path() + "/m/model.safetensors"); }),
                   "not a layerprune LoRA checkpoint");
+}
+
+// A NaN in the frozen base stops healing at its first step, naming the step, the micro-batch, its training
+// sequences and the first layer whose output is non-finite; no checkpoint of NaN adapters is written.
+TEST(Trainer, ANonFiniteLossStopsHealingNamingTheLayer) {
+  Tiny t;
+  LlamaWeights w = t.model->weights();
+  w.layers[1].w_up = w.layers[1].w_up.clone();
+  w.layers[1].w_up[5][0] = std::numeric_limits<float>::quiet_NaN();
+  LlamaModel bad = t.model->with_weights(w);
+  LoraLlama lora(bad, {}, lora_config());
+  PackedStream d(t.text, 1, kSeqLen, 3);
+  TrainConfig c = t.config(t.dir.path() + "/nan");
+  const std::string m = testing::input_error([&] { train(lora, d, c); });
+  EXPECT_CONTAINS(m, "heal: step 1, micro-batch 1 (training sequences 0-1): non-finite training loss");
+  EXPECT_CONTAINS(m, "layer 1's output (model.layers.1)");
+  EXPECT_FALSE(std::filesystem::exists(t.dir.path() + "/nan/step-000001.safetensors"));
 }
 
 // Checkpoints are device-independent: host tensors, and the kind of device the dropout generator was. A

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -133,6 +134,14 @@ json device_memory_report(const LlamaModel& model, const ModelSpec& spec, int tp
   return out;
 }
 
+// The last guard before a result leaves the worker: every metric a finite number (the stages already stop at
+// the first non-finite logit, loss or distance, naming where; JSON would carry a NaN as null).
+void check_finite_metrics(const PointResult& r) {
+  for (const auto& [name, value] : r.metrics)
+    if (!std::isfinite(value))
+      throw NonFiniteError("point " + r.key + ": metric " + name + " is " + std::to_string(value) + ": not stored");
+}
+
 }  // namespace
 
 json run_experiment_task(const std::string& kind, const json& payload, const json& inputs, ModelCache& cache,
@@ -181,8 +190,10 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   json out_points = json::array();
   if (kind == "evaluate") {
     EvaluateStats stats;
-    for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation, cache.tokenizer()), &stats))
+    for (const PointResult& r : evaluate_points(model, cache.tokenizer(), data, points, table, eval_options(evaluation, cache.tokenizer()), &stats)) {
+      check_finite_metrics(r);
       out_points.push_back(r.to_json());
+    }
     PlanOptions plan;  // the unpruned model in memory, batches of evaluation contexts
     plan.batch = evaluation.batch_size;
     plan.seq = data.loss_seq_len > 0 ? std::max<int64_t>(data.loss_seq_len, 2048) : 2048;
@@ -209,6 +220,7 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   plan.weights = healing.quant == "nf4" ? "nf4" : "";
   plan.prune_fraction = double(points[0].n) / double(model.config().num_hidden_layers);
   provenance["device_memory"] = device_memory_report(model, spec, ctx.tp, plan);
+  check_finite_metrics(o.point);
   json point = o.point.to_json();
   point["healing"] = o.summary();
   out_points.push_back(point);
