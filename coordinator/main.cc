@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -30,7 +32,9 @@ namespace {
 int lock_database(const std::string& db) {
   const std::string path = db + ".lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) throw InputError(path + ": cannot create the lock file next to the database");
+  if (fd < 0)
+    throw InputError(path + ": cannot create the lock file next to the database (" + std::strerror(errno) +
+                     "): the database's directory must be writable (SQLite also writes its -wal and -shm files there)");
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     char buf[32] = {0};
     ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
@@ -63,12 +67,16 @@ std::string bound_address(const std::string& listen, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write past a file-size limit (RLIMIT_FSIZE) fails with EFBIG, which SQLite reports and rolls back,
+  // instead of killing the process with SIGXFSZ.
+  ::signal(SIGXFSZ, SIG_IGN);
   ArgParser p("layerprune-coordinator",
               "Serve an experiment database: users submit experiments and query results; workers lease tasks.");
   p.option("db", "SQLite database file (created if missing)")
       .option("listen", "address to listen on (port 0: any free port)", "127.0.0.1:0")
       .option("address-file", "write the bound address here (workers and the CLI read it)", "")
       .option("token-file", "shared secret every call must carry (required off loopback)", "")
+      .option("max-message-mb", "largest request or answer in MiB (larger ones are refused)", "256")
       .option("tls-cert", "PEM certificate chain: serve TLS (with --tls-key)", "")
       .option("tls-key", "PEM private key of --tls-cert", "")
       .option("lease-seconds", "a lease lasts this long after each heartbeat", "60")
@@ -139,8 +147,13 @@ int main(int argc, char** argv) {
     builder.AddListeningPort(listen, creds, &port);
     // Two coordinators must never share a port (gRPC would let them with SO_REUSEPORT).
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    builder.SetMaxReceiveMessageSize(256 << 20);
-    builder.SetMaxSendMessageSize(256 << 20);
+    // A bound on each message: a result or a plan larger than this is refused (RESOURCE_EXHAUSTED) before
+    // it is read into memory. The default fits a full MMLU evaluation's per-item records for every variant.
+    const int64_t max_message = int64_t(p.get_double("max-message-mb") * (1 << 20));
+    if (max_message < 1024 || max_message > (int64_t(1) << 31) - 1)
+      throw UsageError("--max-message-mb must be between 0.001 and 2047");
+    builder.SetMaxReceiveMessageSize(int(max_message));
+    builder.SetMaxSendMessageSize(int(max_message));
     builder.RegisterService(service.get());
     server = builder.BuildAndStart();
     if (!server || port == 0)

@@ -1,5 +1,7 @@
 #include "coordinator/service.h"
 
+#include "coordinator/sqlite.h"
+
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -22,6 +24,8 @@ grpc::Status answer(F&& f) {
     return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, e.what());
   } catch (const InputError& e) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what());
+  } catch (const sqlite::WriteFailed& e) {  // a full disk: nothing committed; the caller may try again later
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, std::string("coordinator: ") + e.what());
   } catch (const std::exception& e) {
     return grpc::Status(grpc::StatusCode::INTERNAL, std::string("coordinator: ") + e.what());
   }

@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "common/error.h"
+
 namespace layerprune::sqlite {
 
 Statement::~Statement() {
@@ -56,7 +58,7 @@ Database::Database(const std::string& path) : path_(path) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     sqlite3_close(db_);
     db_ = nullptr;
-    throw std::runtime_error(path + ": cannot open the database: " + msg);
+    fail(rc, msg, "cannot open the database");
   }
   sqlite3_extended_result_codes(db_, 1);
 }
@@ -68,10 +70,10 @@ Database::~Database() {
 
 void Database::exec(const std::string& sql) {
   char* err = nullptr;
-  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+  if (int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err); rc != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    throw std::runtime_error(path_ + ": " + msg + " (in: " + sql.substr(0, 200) + ")");
+    fail(sqlite3_extended_errcode(db_), msg, "in: " + sql.substr(0, 200));
   }
 }
 
@@ -89,8 +91,26 @@ Statement Database::prepare(const std::string& sql) {
 int64_t Database::last_insert_id() const { return sqlite3_last_insert_rowid(db_); }
 int64_t Database::changes() const { return sqlite3_changes64(db_); }
 
-void Database::fail(const std::string& what) const {
-  throw std::runtime_error(path_ + ": " + sqlite3_errmsg(db_) + " (" + what + ")");
+void Database::fail(const std::string& what) const { fail(sqlite3_extended_errcode(db_), sqlite3_errmsg(db_), what); }
+
+void Database::fail(int code, const std::string& message, const std::string& what) const {
+  const std::string said = path_ + ": " + message + " (" + what + ")";
+  switch (code & 0xff) {  // the primary code of an extended one
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      throw InputError(said + ": the database file is damaged or is not a layerprune database; nothing was "
+                       "written to it. Move it aside (or restore a backup) and start again: a new --db starts empty");
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+      throw InputError(said + ": the database and its directory must be writable (SQLite writes its -wal and -shm "
+                       "files beside it)");
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+      throw WriteFailed(said + ": writing the database failed (a full disk or a file-size limit); this call's "
+                        "changes were rolled back and the database holds what it held before it");
+    default:
+      throw std::runtime_error(said);
+  }
 }
 
 Transaction::Transaction(Database& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }

@@ -1,16 +1,27 @@
 // A thin RAII layer over the SQLite C API for the coordinator's store: one connection, cached prepared
-// statements, transactions. Errors throw std::runtime_error with SQLite's message and the statement.
+// statements, transactions. Errors throw std::runtime_error with SQLite's message and the statement, but
+// for the faults a user must act on, which say what to do:
+//   a damaged file or not a database (SQLITE_CORRUPT, SQLITE_NOTADB)  -> InputError (move it aside)
+//   a read-only file or directory (SQLITE_READONLY, SQLITE_CANTOPEN)  -> InputError (make it writable)
+//   a write that failed (SQLITE_FULL, SQLITE_IOERR: a full disk, a file-size limit) -> WriteFailed; the
+//   transaction is rolled back, so the database keeps what it had before the call.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace layerprune::sqlite {
+
+class WriteFailed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class Database;
 
@@ -64,6 +75,8 @@ class Database {
   const std::string& path() const { return path_; }
 
   [[noreturn]] void fail(const std::string& what) const;
+  // Throws as above for SQLite result code `code` with message `message`.
+  [[noreturn]] void fail(int code, const std::string& message, const std::string& what) const;
 
  private:
   sqlite3* db_ = nullptr;

@@ -197,6 +197,17 @@ Store::Store(const std::string& path, StoreOptions options) : options_(std::move
       throw std::runtime_error(path + ": cannot switch the database to WAL mode (is it on a network file system?)");
   }
   db_.exec("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536");
+  // A damaged file is refused before anything is written to it (quick_check reads every page once:
+  // seconds for a large grid's database, once per start).
+  {
+    auto st = db_.prepare("PRAGMA quick_check(8)");
+    std::string problems;
+    while (st.step())
+      if (st.text(0) != "ok") problems += "\n  " + st.text(0);
+    if (!problems.empty())
+      throw InputError(path + ": the database file is damaged (SQLite's quick_check):" + problems +
+                       "\nnothing was written to it. Move it aside (or restore a backup) and start again");
+  }
 
   sqlite::Transaction txn(db_);
   bool has_tables = false, has_migrations = false;

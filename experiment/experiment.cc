@@ -599,10 +599,10 @@ Experiment read_experiment(const Reader& r, const YAML::Node& root) {
       read_slurm(r, x, e);
     } else if (k == "seeds") {
       e.seeds.clear();
+      std::set<uint64_t> seen;
       for (const Field& item : r.list_items(x, "seeds (integers >= 0)")) {
         const uint64_t s = uint64_t(r.integer(item, 0));
-        if (std::find(e.seeds.begin(), e.seeds.end(), s) != e.seeds.end())
-          r.fail(item, "seed " + std::to_string(s) + " is listed twice");
+        if (!seen.insert(s).second) r.fail(item, "seed " + std::to_string(s) + " is listed twice");
         e.seeds.push_back(s);
       }
     }
@@ -927,6 +927,20 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
       for (size_t k = 0; k < h.layer_counts.size(); ++k)
         add(h.layer_counts[k], where_h + ".layers[" + std::to_string(k) + "]", "depth " + std::to_string(h.layer_counts[k]));
     }
+  }
+
+  // The grid's size before any of it exists: a grid a coordinator cannot sensibly hold is refused with its
+  // count (and nothing is written: submission comes after planning).
+  {
+    double points = 0;  // an upper bound: n = 0 counts once per strategy here
+    for (size_t i = 0; i < e.models.size(); ++i)
+      points += double(depths[i].size()) * double(e.strategies.size()) * double(e.healing.size()) * double(e.seeds.size());
+    if (points > double(kMaxGridPoints))
+      throw InputError(src + "the grid has about " + std::to_string(int64_t(points)) + " points (" + std::to_string(e.models.size()) +
+                       " model(s) x their depths x " + std::to_string(e.strategies.size()) + " strategies x " +
+                       std::to_string(e.healing.size()) + " healing x " + std::to_string(e.seeds.size()) +
+                       " seeds), more than the " + std::to_string(kMaxGridPoints) +
+                       " one experiment may have: split it into several experiments");
   }
 
   // Points: model, then n ascending, then strategy, healing and seed in the YAML's order; n = 0 once ("none").

@@ -152,6 +152,9 @@ struct TaskSpec {
   nlohmann::json payload;      // {"model": ModelSpec json, "calibration"|"evaluation"|"healing": ..., "points": [GridPoint json]}
 };
 
+// The most grid points one experiment may have (plan_experiment refuses more, with the count).
+constexpr int64_t kMaxGridPoints = 1'000'000;
+
 struct ExperimentPlan {
   Experiment experiment;       // with ModelSpec::layers filled
   std::vector<GridPoint> points;

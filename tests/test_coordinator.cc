@@ -6,9 +6,12 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -122,8 +125,10 @@ int free_port() {
 // One coordinator on a database in `dir`, with short leases so that expiry takes a second.
 class Coordinator {
  public:
-  Coordinator(const testing::TempDir& dir, std::vector<std::string> extra = {}, const std::string& db = "coordinator.db")
-      : dir_(dir), db_(dir.file(db)), extra_(std::move(extra)) {}
+  // `wrapper`: a command the coordinator runs under (e.g. prlimit with a file-size limit).
+  Coordinator(const testing::TempDir& dir, std::vector<std::string> extra = {}, const std::string& db = "coordinator.db",
+              std::vector<std::string> wrapper = {})
+      : dir_(dir), db_(dir.file(db)), extra_(std::move(extra)), wrapper_(std::move(wrapper)) {}
 
   // Starts and waits for its address file; the address, or "" when it did not come up (exit status in
   // *status when it ended).
@@ -134,6 +139,7 @@ class Coordinator {
                                      "--address-file",  address_file,  "--lease-seconds", "1",
                                      "--backoff-seconds", "0.1",       "--max-attempts", "5"};
     argv.insert(argv.end(), extra_.begin(), extra_.end());
+    argv.insert(argv.begin(), wrapper_.begin(), wrapper_.end());
     process_ = std::make_unique<Process>(argv, dir_.file("coordinator.log"));
     const auto until = Clock::now() + 15s;
     while (Clock::now() < until) {
@@ -167,7 +173,7 @@ class Coordinator {
  private:
   const testing::TempDir& dir_;
   std::string db_;
-  std::vector<std::string> extra_;
+  std::vector<std::string> extra_, wrapper_;
   std::unique_ptr<Process> process_;
   std::string address_;
 };
@@ -622,6 +628,204 @@ TEST(Coordinator, OneCoordinatorPerDatabase) {
   EXPECT_EQ(status, 2);
   EXPECT_CONTAINS(second.log(), "another coordinator (pid");
   EXPECT_EQ(first.stop(), 0);
+}
+
+// ---- Resource faults: each is a clear error, and once it is gone the database opens and the run goes on
+// with nothing lost (issue 17 item 5). ----
+
+// The code and message of a CoordinatorError thrown by f (0 and "" when none).
+template <typename F>
+std::pair<int, std::string> coordinator_error(F f) {
+  try {
+    f();
+  } catch (const CoordinatorError& e) {
+    return {e.code, e.what()};
+  }
+  return {0, ""};
+}
+
+// Leases and reports every task of the coordinator's experiments (no-op results); the task count.
+int drain(CoordinatorClient& c) {
+  const std::string w = c.register_worker({"in-test", "localhost", "test", 1});
+  int n = 0;
+  while (auto l = c.lease(w, "", 200ms)) {
+    EXPECT_TRUE(c.report(w, *l, testing::noop_result(*l)).accepted);
+    ++n;
+  }
+  return n;
+}
+
+// As root (CI and these machines) permissions are not enforced: the coordinator runs as nobody
+// (setpriv) against a directory it cannot write.
+TEST(CoordinatorFaults, AReadOnlyDatabaseDirectoryIsAClearErrorAndOpensOnceWritable) {
+  if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv (util-linux) is not installed";
+  testing::TempDir dir;
+  const std::string ro = dir.file("ro");
+  std::filesystem::create_directories(ro);
+  ::chmod(dir.path().c_str(), 0777);  // its address and log files go here
+  ::chmod(ro.c_str(), 0555);
+  const std::vector<std::string> as_nobody = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  Coordinator refused(dir, {}, "ro/coordinator.db", as_nobody);
+  std::optional<int> status;
+  EXPECT_EQ(refused.start("127.0.0.1:0", &status), "");
+  EXPECT_EQ(status, 2) << refused.log();
+  EXPECT_CONTAINS(refused.log(), "cannot create the lock file next to the database (Permission denied): the "
+                                 "database's directory must be writable");
+  EXPECT_FALSE(std::filesystem::exists(ro + "/coordinator.db")) << "nothing written";
+  ::chmod(ro.c_str(), 0777);  // the fault is gone
+  Coordinator fine(dir, {}, "ro/coordinator.db", as_nobody);
+  ASSERT_NE(fine.start(), "") << fine.log();
+  CoordinatorClient c(fine.address(), quick());
+  const Submission plan = testing::small_plan("exp", {"m1"});
+  const int64_t id = c.submit(plan).experiment_id;
+  EXPECT_EQ(drain(c), int(plan.tasks.size()));
+  EXPECT_EQ(c.query_results(id), expected_results(plan));
+  EXPECT_EQ(fine.stop(), 0);
+}
+
+// A full disk, simulated with a file-size limit (prlimit; SIGXFSZ is ignored, so writes fail with
+// EFBIG): the call that cannot be written fails with RESOURCE_EXHAUSTED and the reason, the coordinator
+// keeps serving what it has, and after a restart without the limit the same submission goes in and the
+// run finishes with every result exactly once.
+TEST(CoordinatorFaults, AFullDiskFailsTheCallWithNothingWrittenAndTheRunResumesAfterwards) {
+  if (::access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "prlimit (util-linux) is not installed";
+  testing::TempDir dir;
+  const Submission small = testing::small_plan("small", {"m1"});
+  std::vector<std::string> models;
+  for (int i = 0; i < 400; ++i) models.push_back("model-with-a-long-name-" + std::to_string(i));
+  const Submission big = testing::small_plan("big", models, 2);
+  int64_t small_id = 0;
+  {
+    Coordinator limited(dir, {}, "coordinator.db", {"/usr/bin/prlimit", "--fsize=600000", "--"});
+    ASSERT_NE(limited.start(), "") << limited.log();
+    CoordinatorClient c(limited.address(), quick());
+    small_id = c.submit(small).experiment_id;
+    auto [code, msg] = coordinator_error([&] { c.submit(big); });
+    EXPECT_EQ(code, 8) << msg;  // RESOURCE_EXHAUSTED
+    EXPECT_CONTAINS(msg, "writing the database failed (a full disk or a file-size limit); this call's changes were "
+                         "rolled back");
+    const auto list = c.list();  // still serving, with only what was committed
+    ASSERT_EQ(list.size(), 1u);
+    EXPECT_EQ(list[0].name, "small");
+    EXPECT_EQ(limited.stop(), 0) << limited.log();
+  }
+  Coordinator unlimited(dir);
+  ASSERT_NE(unlimited.start(), "") << unlimited.log();
+  CoordinatorClient c(unlimited.address(), quick());
+  const int64_t big_id = c.submit(big).experiment_id;
+  EXPECT_EQ(drain(c), int(small.tasks.size() + big.tasks.size()));
+  EXPECT_EQ(c.query_results(small_id), expected_results(small));
+  EXPECT_EQ(c.query_results(big_id), expected_results(big));
+  EXPECT_EQ(unlimited.stop(), 0);
+}
+
+// A damaged database file: garbage, or a valid file with a page overwritten. The coordinator refuses it
+// (exit 2, the reason, nothing written); the backup copy, put back, opens with everything in it.
+TEST(CoordinatorFaults, ADamagedDatabaseFileIsRefusedAndARestoredCopyOpens) {
+  testing::TempDir dir;
+  const Submission plan = testing::small_plan("exp", {"m1", "m2"});
+  int64_t id = 0;
+  {
+    Coordinator first(dir);
+    ASSERT_NE(first.start(), "") << first.log();
+    CoordinatorClient c(first.address(), quick());
+    id = c.submit(plan).experiment_id;
+    EXPECT_EQ(drain(c), int(plan.tasks.size()));
+    EXPECT_EQ(first.stop(), 0);  // checkpoints the WAL into the file
+  }
+  const std::string db = dir.file("coordinator.db"), backup = dir.file("backup.db");
+  std::filesystem::copy_file(db, backup);
+  const auto size = std::filesystem::file_size(db);
+  ASSERT_GT(size, 3 * 4096u);
+  for (int variant = 0; variant < 2; ++variant) {
+    {
+      std::fstream f(db, std::ios::in | std::ios::out | std::ios::binary);
+      const std::string junk(4096, '\xA5');
+      f.seekp(variant == 0 ? 0 : std::streamoff(size - 2 * 4096));  // the header, or a page near the end
+      f.write(junk.data(), std::streamsize(junk.size()));
+    }
+    const std::string damaged = slurp(db);
+    Coordinator refused(dir);
+    std::optional<int> status;
+    EXPECT_EQ(refused.start("127.0.0.1:0", &status), "") << "variant " << variant;
+    EXPECT_EQ(status, 2) << refused.log();
+    EXPECT_CONTAINS(refused.log(), variant == 0 ? "is not a layerprune database" : "the database file is damaged");
+    EXPECT_EQ(slurp(db), damaged) << "nothing was written to the damaged file";
+    std::filesystem::copy_file(backup, db, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::remove(db + "-wal");
+    std::filesystem::remove(db + "-shm");
+  }
+  Coordinator restored(dir);
+  ASSERT_NE(restored.start(), "") << restored.log();
+  CoordinatorClient c(restored.address(), quick());
+  EXPECT_EQ(c.query_results(id), expected_results(plan));
+  EXPECT_EQ(restored.stop(), 0);
+}
+
+// ---- Hostile clients (issue 17 item 6): none crashes the coordinator or changes its state. ----
+TEST(CoordinatorHostile, OversizedMessagesManyLongPollsAndGarbageBytesChangeNothing) {
+  testing::TempDir dir;
+  Coordinator coord(dir, {"--max-message-mb", "1", "--max-wait-seconds", "2"});
+  ASSERT_NE(coord.start(), "") << coord.log();
+  CoordinatorClient c(coord.address(), quick());
+  // A thousand concurrent long polls (leases waiting for work that does not come), half of them from a
+  // worker that never registered: all return, none crashes the coordinator.
+  const std::string w = c.register_worker({"hostile", "localhost", "test", 1});
+  std::atomic<int> leased{0}, empty{0}, refused{0};
+  {
+    std::vector<std::thread> polls;
+    for (int t = 0; t < 1000; ++t)
+      polls.emplace_back([&, t] {
+        try {
+          CoordinatorClient each(coord.address(), quick(2s));
+          if (each.lease(t % 2 ? w : w + "-unknown", "", 1500ms))
+            ++leased;
+          else
+            ++empty;
+        } catch (const std::exception&) {
+          ++refused;  // the unknown worker (NOT_FOUND), or the server's own limits: never a crash
+        }
+      });
+    for (std::thread& p : polls) p.join();
+  }
+  EXPECT_EQ(leased.load(), 0);
+  EXPECT_GE(refused.load(), 500) << "the unregistered worker's half is refused";
+  EXPECT_EQ(empty.load() + refused.load(), 1000);
+  const Submission plan = testing::small_plan("exp", {"m1"});
+  const int64_t id = c.submit(plan).experiment_id;
+  // A submission over the 1 MiB limit is refused before it is read; nothing of it is stored.
+  std::vector<std::string> models;
+  for (int i = 0; i < 2000; ++i) models.push_back("a-model-name-long-enough-to-fill-the-message-" + std::to_string(i));
+  auto [code, msg] = coordinator_error([&] { c.submit(testing::small_plan("huge", models, 2)); });
+  EXPECT_EQ(code, 8) << msg;  // RESOURCE_EXHAUSTED
+  ASSERT_EQ(c.list().size(), 1u);
+  // Garbage on the port: random bytes, an HTTP/1.1 request, a truncated HTTP/2 preface, a connection
+  // closed at once.
+  const std::string port = coord.address().substr(coord.address().rfind(':') + 1);
+  for (const std::string& bytes : {std::string(4096, '\x17'), std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                                   std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\xff\xff\xff\xff", 30),
+                                   std::string()}) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(std::stoi(port)));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    if (!bytes.empty()) {
+      EXPECT_GT(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), 0);
+    }
+    char buf[256];
+    timeval tv{0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    (void)::recv(fd, buf, sizeof buf, 0);
+    close(fd);
+  }
+  // Still serving, its state what the honest calls made it: the tasks finish with their results.
+  EXPECT_EQ(c.list().size(), 1u);
+  drain(c);
+  EXPECT_TRUE(c.watch_status(id, false).finished);
+  EXPECT_EQ(c.query_results(id), expected_results(plan));
+  EXPECT_EQ(coord.stop(), 0) << coord.log();
 }
 
 }  // namespace

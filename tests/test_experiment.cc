@@ -3,6 +3,8 @@
 // Figure 2 from results (coordinator/curves.h): table, SVG structure, gaps.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -557,6 +559,23 @@ TEST(Experiment, DevicePerModel) {
                   "unknown device 'gpu0' (use cpu, cuda or cuda:N)");
   EXPECT_ERROR_AT(parse_error(replace_line(base_yaml(), 4, "    path: /models/m\n    device: cuda:1\n    tp: 2")),
                   "exp.yaml:3:5", "would put every rank on one GPU");
+}
+
+// A grid too large to be sensible is refused with its count by the planner, before any point exists (and so
+// before anything is submitted or written).
+TEST(Experiment, AGridTooLargeIsRefusedWithItsCount) {
+  std::string seeds = "seeds: [";
+  for (int i = 0; i < 10000; ++i) seeds += (i ? ", " : "") + std::to_string(i);
+  seeds += "]\n";
+  std::string layers = "  layers: [";
+  for (int n = 1; n < 100; ++n) layers += (n > 1 ? ", " : "") + std::to_string(n);
+  layers += "]";
+  const Experiment e = parse_experiment(base_yaml(layers, "/m", seeds + "healing:\n  - off\n  - train_data: /t\n"), "big.yaml");
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string m = input_error([&] { plan_experiment(e, fixed_layers(100)); });
+  EXPECT_CONTAINS(m, "big.yaml: the grid has about 3960000 points (1 model(s) x their depths x 2 strategies x 2 healing x "
+                     "10000 seeds), more than the 1000000 one experiment may have");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << "refused before it is built";
 }
 
 TEST(ExperimentErrors, YamlSyntax) {
