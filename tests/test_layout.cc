@@ -43,13 +43,15 @@ const std::map<std::string, std::set<std::string>>& allowed_includes() {
       // node: torch-free, like the coordinator.
       {"launcher", {"common"}},
       {"deploy", {"common", "formats", "experiment", "launcher"}},
+      // libFuzzer targets of the parsers of outside input, built with clang apart from the main build.
+      {"fuzz", {"common", "formats", "experiment", "evaluation"}},
   };
   return allowed;
 }
 
 // Folders whose code must not see LibTorch, ATen or MPI (they run where neither is installed).
 const std::set<std::string> kTorchFree = {"common", "formats", "experiment", "proto", "coordinator", "launcher",
-                                          "deploy"};
+                                          "deploy", "fuzz"};
 
 struct Include {
   fs::path file;

@@ -1,9 +1,12 @@
 #include "worker/nccl_comm.h"
 
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 
 namespace layerprune {
@@ -25,101 +28,133 @@ ncclDataType_t nccl_type(const at::Tensor& t) {
   }
 }
 
-void check_cuda_tensor(const at::Tensor& t, const char* what) {
-  if (!t.is_cuda() || !t.is_contiguous())
-    throw std::invalid_argument(std::string(what) + ": the NCCL backend needs contiguous CUDA tensors");
+void check_cuda_tensor(const at::Tensor& t, int device, const char* what, bool contiguous = true) {
+  if (!t.is_cuda() || (contiguous && !t.is_contiguous()))
+    throw std::invalid_argument(std::string(what) + ": the NCCL backend needs contiguous CUDA tensors, got " +
+                                (t.is_cuda() ? "a non-contiguous one" : "one on " + t.device().str()));
+  if (t.device().index() != device)
+    throw std::invalid_argument(std::string(what) + ": tensor on " + t.device().str() +
+                                ", the communicator on cuda:" + std::to_string(device));
 }
 
 }  // namespace
 
-NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiCommunicator> host, int device, double timeout_seconds)
+NcclCommunicator::NcclCommunicator(std::shared_ptr<Communicator> host, int device, double timeout_seconds)
     : host_(std::move(host)), device_(device), timeout_(timeout_seconds) {
+  if (!host_) throw std::invalid_argument("NcclCommunicator: no host communicator");
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  check_cuda(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
   ncclUniqueId id;
+  std::memset(&id, 0, sizeof id);
   if (host_->rank() == 0 && ncclGetUniqueId(&id) != ncclSuccess) throw CommError("ncclGetUniqueId failed");
   std::string bytes(reinterpret_cast<const char*>(&id), sizeof(id));
   host_->broadcast_string(bytes, 0);
+  if (bytes.size() != sizeof(id)) throw CommError("NCCL unique id: wrong size from the host communicator");
   std::memcpy(&id, bytes.data(), sizeof(id));
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-  config.blocking = 0;  // every call returns at once; wait() bounds the time
+  config.blocking = 0;  // every call returns at once; complete() bounds the time
   ncclResult_t r = ncclCommInitRankConfig(&comm_, host_->size(), id, host_->rank(), &config);
-  if (r != ncclSuccess && r != ncclInProgress)
-    throw CommError(std::string("ncclCommInitRankConfig failed: ") + ncclGetErrorString(r));
-  wait("NCCL initialisation");
+  complete(r, stream_, "NCCL initialisation");
 }
 
 NcclCommunicator::~NcclCommunicator() {
   if (comm_) ncclCommDestroy(comm_);
+  if (done_) cudaEventDestroy(done_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void NcclCommunicator::wait(const char* what) {
+void NcclCommunicator::fail(const std::string& message) {
+  if (comm_) ncclCommAbort(comm_);
+  comm_ = nullptr;
+  throw CommError(message);
+}
+
+cudaStream_t NcclCommunicator::torch_stream() const {
+  return c10::cuda::getCurrentCUDAStream(c10::DeviceIndex(device_)).stream();
+}
+
+void NcclCommunicator::complete(ncclResult_t r, cudaStream_t stream, const char* what) {
+  if (r != ncclSuccess && r != ncclInProgress)
+    fail(std::string(what) + " failed: " + ncclGetErrorString(r));
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
+  auto waited = [&] { return std::chrono::duration<double>(clock::now() - start).count(); };
+  auto pause = [&] {
+    const double w = waited();
+    if (w > timeout_)
+      fail(std::string(what) + " did not complete within " + std::to_string(int(timeout_)) +
+           " s: another rank of the group failed or stalled");
+    std::this_thread::sleep_for(std::chrono::microseconds(w < 1 ? 5 : 500));
+  };
+  // 1. A non-blocking communicator may still be enqueuing the call (or initialising): its state settles.
   while (true) {
     ncclResult_t async = ncclSuccess;
     ncclCommGetAsyncError(comm_, &async);
-    if (async != ncclSuccess && async != ncclInProgress) {
-      ncclCommAbort(comm_);
-      comm_ = nullptr;
-      throw CommError(std::string(what) + " failed: " + ncclGetErrorString(async));
-    }
-    if (async == ncclSuccess) {
-      cudaError_t q = cudaStreamQuery(stream_);
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) check_cuda(q, what);
-    }
-    double waited = std::chrono::duration<double>(clock::now() - start).count();
-    if (waited > timeout_) {
-      ncclCommAbort(comm_);
-      comm_ = nullptr;
-      throw CommError(std::string(what) + " did not complete within " + std::to_string(int(timeout_)) +
-                      " s: another rank of the group failed or stalled");
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(waited < 1 ? 5 : 500));
+    if (async == ncclSuccess) break;
+    if (async != ncclInProgress) fail(std::string(what) + " failed: " + ncclGetErrorString(async));
+    pause();
+  }
+  // 2. The device reaches the event recorded after the collective (a rank that died leaves the kernel
+  //    spinning: NCCL's async error or the timeout then ends the wait).
+  check_cuda(cudaEventRecord(done_, stream), what);
+  while (true) {
+    const cudaError_t q = cudaEventQuery(done_);
+    if (q == cudaSuccess) return;
+    if (q != cudaErrorNotReady) check_cuda(q, what);
+    ncclResult_t async = ncclSuccess;
+    ncclCommGetAsyncError(comm_, &async);
+    if (async != ncclSuccess && async != ncclInProgress) fail(std::string(what) + " failed: " + ncclGetErrorString(async));
+    pause();
   }
 }
 
 void NcclCommunicator::all_reduce_sum(void* data, size_t count, ncclDataType_t type) {
   if (!comm_) throw CommError("NCCL communicator was aborted");
-  ncclAllReduce(data, data, count, type, ncclSum, comm_, stream_);
-  wait("all_reduce_sum");
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
+  complete(ncclAllReduce(data, data, count, type, ncclSum, comm_, stream_), stream_, "all_reduce_sum");
 }
 
 void NcclCommunicator::broadcast(void* data, size_t count, ncclDataType_t type, int root) {
   if (!comm_) throw CommError("NCCL communicator was aborted");
-  ncclBroadcast(data, data, count, type, root, comm_, stream_);
-  wait("broadcast");
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
+  complete(ncclBroadcast(data, data, count, type, root, comm_, stream_), stream_, "broadcast");
 }
 
 void NcclCommunicator::all_gather(const void* in, void* out, size_t count, ncclDataType_t type) {
   if (!comm_) throw CommError("NCCL communicator was aborted");
-  ncclAllGather(in, out, count, type, comm_, stream_);
-  wait("all_gather");
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
+  complete(ncclAllGather(in, out, count, type, comm_, stream_), stream_, "all_gather");
 }
 
 void NcclCommunicator::all_reduce_sum(at::Tensor& t) {
-  check_cuda_tensor(t, "all_reduce_sum");
-  // The tensor's producers ran on LibTorch's stream: finish them before NCCL's stream reads.
-  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  all_reduce_sum(t.data_ptr(), size_t(t.numel()), nccl_type(t));
+  check_cuda_tensor(t, device_, "all_reduce_sum");
+  if (!comm_) throw CommError("NCCL communicator was aborted");
+  c10::cuda::CUDAGuard guard(t.device());
+  const cudaStream_t s = torch_stream();  // after t's producers, before its readers
+  complete(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t), ncclSum, comm_, s), s,
+           "all_reduce_sum");
 }
 
 void NcclCommunicator::broadcast(at::Tensor& t, int root) {
-  check_cuda_tensor(t, "broadcast");
-  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  broadcast(t.data_ptr(), size_t(t.numel()), nccl_type(t), root);
+  check_cuda_tensor(t, device_, "broadcast");
+  if (!comm_) throw CommError("NCCL communicator was aborted");
+  c10::cuda::CUDAGuard guard(t.device());
+  const cudaStream_t s = torch_stream();
+  complete(ncclBroadcast(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t), root, comm_, s), s,
+           "broadcast");
 }
 
 at::Tensor NcclCommunicator::all_gather(const at::Tensor& t) {
-  at::Tensor in = t.contiguous();
-  check_cuda_tensor(in, "all_gather");
+  check_cuda_tensor(t, device_, "all_gather", /*contiguous=*/false);
+  if (!comm_) throw CommError("NCCL communicator was aborted");
+  c10::cuda::CUDAGuard guard(t.device());
+  at::Tensor in = t.contiguous();  // a copy (if needed) on the current stream, before the collective
   std::vector<int64_t> shape = in.sizes().vec();
   shape.insert(shape.begin(), size());
-  at::Tensor out = at::empty(shape, in.options());
-  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  all_gather(in.data_ptr(), out.data_ptr(), size_t(in.numel()), nccl_type(in));
+  at::Tensor out = at::empty(shape, in.options());  // the caching allocator's, on the current stream
+  const cudaStream_t s = torch_stream();
+  complete(ncclAllGather(in.data_ptr(), out.data_ptr(), size_t(in.numel()), nccl_type(in), comm_, s), s, "all_gather");
   return out;
 }
 
