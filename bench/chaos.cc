@@ -32,6 +32,7 @@
 #include "common/error.h"
 #include "coordinator/sqlite.h"
 #include "proto/client.h"
+#include "tests/child_process.h"
 #include "tests/coordinator_fixtures.h"
 
 using namespace layerprune;
@@ -44,19 +45,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 // A child process (fork + exec), output appended to `log`.
 struct Child {
   pid_t pid = -1;
-  void spawn(const std::vector<std::string>& argv, const std::string& log) {
-    pid = fork();
-    if (pid == 0) {
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-  }
+  void spawn(const std::vector<std::string>& argv, const std::string& log) { pid = testing::spawn_logged(argv, log); }
   bool exited() {  // reaps it when it has ended
     if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == pid) pid = -1;
     return pid <= 0;

@@ -26,6 +26,7 @@
 #include "common/text_file.h"
 #include "proto/client.h"
 #include "coordinator/sqlite.h"
+#include "tests/child_process.h"
 #include "tests/coordinator_fixtures.h"
 #include "tests/test_support.h"
 
@@ -42,19 +43,8 @@ const std::string kWorker = std::string(LAYERPRUNE_BINARY_DIR) + "/tests/noop_wo
 // when destroyed.
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const std::string& output) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-  }
+  Process(const std::vector<std::string>& argv, const std::string& output)
+      : pid_(testing::spawn_logged(argv, output)) {}
   ~Process() {
     if (running()) {
       ::kill(pid_, SIGKILL);
