@@ -52,7 +52,7 @@ std::vector<std::string> read_documents(const std::string& path) {
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range 406 for a number like 1e999
         throw InputError(path + ":" + std::to_string(lineno) + ": invalid JSON (" + e.what() + ")");
       }
       if (!j.is_object() || !j.contains("text") || !j["text"].is_string())

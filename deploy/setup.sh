@@ -15,6 +15,7 @@ PACKAGES=(
   libyaml-cpp-dev libsqlite3-dev sqlite3 nlohmann-json3-dev
   libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev  # libFuzzer: the fuzz targets of fuzz/, built apart with clang
 )
 
 # Slurm, only when asked (deploy/test.sh asks: its cluster test starts a one-machine Slurm; deploy/slurm/README.md).

@@ -119,7 +119,7 @@ std::vector<BoolqQuestion> read_boolq(const std::string& path, int64_t limit) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range 406 for a number like 1e999
       throw InputError(where + "invalid JSON (" + e.what() + ")");
     }
     if (!j.is_object()) throw InputError(where + "expected a JSON object");
@@ -137,9 +137,12 @@ std::vector<BoolqQuestion> read_boolq(const std::string& path, int64_t limit) {
     if (v.is_boolean()) q.answer = v.get<bool>();
     else if (v.is_string() && (v == "true" || v == "false")) q.answer = v == "true";
     else if (v.is_number_integer() && (v == 0 || v == 1)) q.answer = v == 1;
-    else
-      throw InputError(where + "\"" + key + "\" is " + v.dump() +
+    else {
+      // An array or object is named, not printed: dump() recurses, and one nested 30000 deep overflows the stack.
+      const std::string found = v.is_structured() ? "an " + std::string(v.type_name()) : v.dump();
+      throw InputError(where + "\"" + key + "\" is " + found +
                        "; expected true/false (a JSON boolean, \"true\"/\"false\", or 1/0)");
+    }
     out.push_back(std::move(q));
   }
   if (out.empty()) throw InputError(path + ": no BoolQ questions (the file is empty)");

@@ -148,7 +148,18 @@ class Reader {
 
   std::string string(const Field& f, const std::string& what) const {
     if (!f.value.IsScalar()) fail(f, "expected " + what + ", found " + found(f.value));
+    require_utf8(f, f.value.Scalar(), what);
     return f.value.Scalar();
+  }
+
+  // Names and paths travel in the experiment's JSON, which holds UTF-8 only (nlohmann's dump() throws
+  // json::type_error on other bytes, which a YAML file may hold and a ${VAR} may bring in).
+  void require_utf8(const Field& f, const std::string& s, const std::string& what) const {
+    try {
+      (void)json(s).dump();
+    } catch (const json::type_error&) {
+      fail(f, "expected " + what + " in UTF-8, found bytes that are not UTF-8");
+    }
   }
 
   std::string choice(const Field& f, const std::vector<std::string>& allowed) const {
@@ -220,6 +231,7 @@ class Reader {
       out += environment(f, var);
       i = close + 1;
     }
+    require_utf8(f, out, "a path");
     fs::path p(out);
     if (p.is_relative()) p = base_dir() / p;
     return p.lexically_normal().string();
@@ -816,10 +828,11 @@ Experiment parse_experiment_file(const std::string& path) {
 
 int64_t default_layer_resolver(const ModelSpec& model) {
   const std::string who = "model '" + model.name + "': ";
+  std::error_code ec;  // a path from the YAML too long for the filesystem is "not found", not an exception
   if (model.format == "llama2c") {
     // llama2.c's header: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len).
     std::ifstream in(model.path, std::ios::binary);
-    if (!fs::is_regular_file(model.path) || !in)
+    if (!fs::is_regular_file(model.path, ec) || !in)
       throw InputError(who + model.path + " not found (expected a llama2.c checkpoint .bin)");
     int32_t header[7] = {};
     in.read(reinterpret_cast<char*>(header), sizeof header);
@@ -834,13 +847,13 @@ int64_t default_layer_resolver(const ModelSpec& model) {
     return layers;
   }
   if (model.format == "gguf") {
-    if (!fs::is_regular_file(model.path)) throw InputError(who + model.path + " not found (expected a GGUF file)");
+    if (!fs::is_regular_file(model.path, ec)) throw InputError(who + model.path + " not found (expected a GGUF file)");
     return gguf_llama_config(*GgufFile::open(model.path)).num_hidden_layers;
   }
-  if (!fs::exists(model.path))
+  if (!fs::exists(model.path, ec))
     throw InputError(who + model.path + " not found (expected a Hugging Face model directory with config.json)");
   const std::string config = (fs::path(model.path) / "config.json").string();
-  if (!fs::is_regular_file(config))
+  if (!fs::is_regular_file(config, ec))
     throw InputError(who + model.path + " has no config.json (expected a Hugging Face model directory; for a "
                      "llama2.c .bin write format: llama2c)");
   return LlamaConfig::from_file(config).num_hidden_layers;

@@ -27,6 +27,10 @@ using json = nlohmann::json;
 
 constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 
+// A token or merge as a JSON string literal for messages. A GGUF's strings may hold bytes that are not
+// UTF-8: they are shown as U+FFFD (plain dump() would throw json::type_error instead of the InputError).
+std::string quoted(const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); }
+
 // ------------------------------------------------------------------------------------------------------
 // UTF-8
 
@@ -400,8 +404,8 @@ struct BpeTokenizer::Model {
   void add_merge(int32_t rank, const std::string& a, const std::string& b, const std::string& where) {
     auto ia = vocab_ids.find(a), ib = vocab_ids.find(b), im = vocab_ids.find(a + b);
     auto fail = [&](const std::string& t) {
-      throw InputError(where + ": merge " + std::to_string(rank) + " (" + json(a).dump() + " " + json(b).dump() +
-                       ") names " + json(t).dump() + ", which is not in the vocabulary");
+      throw InputError(where + ": merge " + std::to_string(rank) + " (" + quoted(a) + " " + quoted(b) + ") names " +
+                       quoted(t) + ", which is not in the vocabulary");
     };
     if (ia == vocab_ids.end()) fail(a);
     if (ib == vocab_ids.end()) fail(b);
@@ -838,7 +842,7 @@ BpeTokenizer BpeTokenizer::from_gguf(const GgufVocab& v, const std::string& name
     const std::string& s = v.merges[i];
     const size_t sp = s.find(' ', 1);  // llama.cpp splits at the first space after the first character
     if (sp == std::string::npos || sp + 1 >= s.size())
-      fail("merges", "entry " + std::to_string(i) + " " + json(s).dump() + " is not \"left right\"");
+      fail("merges", "entry " + std::to_string(i) + " " + quoted(s) + " is not \"left right\"");
     m->add_merge(int32_t(i), s.substr(0, sp), s.substr(sp + 1), name + ": tokenizer.ggml.merges");
   }
   auto check_id = [&](const char* key, int32_t id) {
@@ -1078,7 +1082,7 @@ bool BpeTokenizer::adds_bos() const { return !m_->prefix_ids.empty(); }
 void BpeTokenizer::set_bos_eos(const std::string& bos_token, const std::string& eos_token) {
   auto lookup = [&](const std::string& t, const char* what) {
     const int32_t id = token_to_id(t);
-    if (id < 0) throw InputError(m_->path + ": the " + std::string(what) + " token " + json(t).dump() + " is not in the vocabulary");
+    if (id < 0) throw InputError(m_->path + ": the " + std::string(what) + " token " + quoted(t) + " is not in the vocabulary");
     return id;
   };
   if (!bos_token.empty()) m_->bos_id = lookup(bos_token, "BOS");

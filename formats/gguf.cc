@@ -695,6 +695,11 @@ std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) {
   const uint64_t data_offset = (uint64_t(p.pos) + a - 1) / a * a;
   f->data_offset_ = data_offset;
   const uint64_t data_size = data_offset <= size ? size - data_offset : 0;
+  // Cut inside the padding: even a tensor of 0 bytes would point past the end of the mapping.
+  if (data_offset > size && !f->tensors_.empty())
+    throw InputError(path + ": the data section starts at byte " + std::to_string(data_offset) + " (aligned to " +
+                     std::to_string(a) + "), past the end of the file (" + std::to_string(size) +
+                     " bytes): the file is truncated");
   for (size_t i = 0; i < f->tensors_.size(); ++i) {
     GgufTensor& t = f->tensors_[i];
     const std::string where = "tensor " + in_quotes(t.name);

@@ -254,7 +254,13 @@ HfTokenizerFiles gguf_hf_tokenizer(const GgufFile& f, const LlamaConfig& c) {
   if (c.vocab_size != int64_t(tokens.size()))
     throw InputError(path + ": the config's vocab_size " + std::to_string(c.vocab_size) + " differs from the " +
                      std::to_string(tokens.size()) + " tokens of tokenizer.ggml.tokens");
-  const std::string bos = tokens.at(size_t(c.bos_token_id)), eos = tokens.at(size_t(c.eos_token_id));
+  // Without tokenizer.ggml.{bos,eos}_token_id the config has Llama's defaults (1, 2), which a tiny vocabulary lacks.
+  for (const int64_t id : {c.bos_token_id, c.eos_token_id})
+    if (id < 0 || uint64_t(id) >= tokens.size())
+      throw InputError(path + ": the config's BOS/EOS token id " + std::to_string(id) + " is outside the " +
+                       std::to_string(tokens.size()) + " tokens of tokenizer.ggml.tokens (set "
+                       "tokenizer.ggml.bos_token_id and eos_token_id)");
+  const std::string bos = tokens[size_t(c.bos_token_id)], eos = tokens[size_t(c.eos_token_id)];
 
   // BOS/EOS added by the post-processor when the metadata asks for it; otherwise ByteLevel's, as SmolLM2's
   // own tokenizer.json has.
@@ -317,7 +323,10 @@ HfTokenizerFiles gguf_hf_tokenizer(const GgufFile& f, const LlamaConfig& c) {
   config["clean_up_tokenization_spaces"] = false;
   config["model_max_length"] = c.max_position_embeddings;
   config["tokenizer_class"] = "GPT2Tokenizer";
-  if (!meta.chat_template.empty()) config["chat_template"] = meta.chat_template;
+  if (!meta.chat_template.empty()) {
+    (void)json_string(meta.chat_template, path, "key 'tokenizer.chat_template'");  // dump() below throws on non-UTF-8
+    config["chat_template"] = meta.chat_template;
+  }
   return {text, config.dump(2) + "\n"};
 }
 

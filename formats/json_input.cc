@@ -31,7 +31,7 @@ nlohmann::json parse_json_input(const std::string& text, const std::string& name
   check_nesting(text, name, max_depth);
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range 406 for a number like 1e999
     throw InputError(name + ": not valid JSON (" + e.what() + ")");
   }
 }

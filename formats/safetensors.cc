@@ -447,9 +447,10 @@ std::vector<std::shared_ptr<SafetensorsFile>> open_sharded(const std::string& in
   std::vector<std::shared_ptr<SafetensorsFile>> files;
   for (const auto& [shard, names] : listed) {
     const std::string shard_path = (dir / shard).string();
-    if (!fs::exists(shard_path))
+    if (!fs::exists(shard_path, ec))  // (a name too long for the filesystem: an error code, not an exception)
       throw InputError(index_path + ": shard '" + shard + "' (listed for " + std::to_string(names.size()) +
-                       " tensors, e.g. " + in_quotes(names.front()) + ") is missing: " + shard_path + " does not exist");
+                       " tensors, e.g. " + in_quotes(names.front()) + ") is missing: " + shard_path +
+                       (ec ? ": " + ec.message() : " does not exist"));
     files.push_back(SafetensorsFile::open(shard_path));
   }
 
