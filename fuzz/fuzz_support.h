@@ -3,8 +3,10 @@
 // subclasses) are a correct answer to a bad input; any other exception escapes LLVMFuzzerTestOneInput,
 // std::terminate aborts, and libFuzzer reports it as a crash with the input that caused it.
 #pragma once
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -18,7 +20,8 @@
 namespace lpfuzz {
 
 // $LPFUZZ_TMPDIR (deploy/fuzz.sh sets it), else /dev/shm (memory: no disk writes per execution), else the
-// system's temporary directory; one subdirectory per process, removed when the process exits normally.
+// system's temporary directory; one subdirectory per process, removed when the process exits normally (and
+// by the next target to start when the process was killed or crashed).
 class Scratch {
  public:
   Scratch() {
@@ -27,6 +30,16 @@ class Scratch {
     if (const char* env = std::getenv("LPFUZZ_TMPDIR"); env && *env) root = env;
     else if (access("/dev/shm", W_OK) == 0) root = "/dev/shm";
     else root = fs::temp_directory_path().string();
+    // A process that crashed or was killed left its directory: remove those whose process is gone.
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("lpfuzz-", 0) != 0 || name.size() == 7 ||
+          name.find_first_not_of("0123456789", 7) != std::string::npos)
+        continue;
+      const long pid = std::strtol(name.c_str() + 7, nullptr, 10);
+      if (pid > 0 && kill(pid_t(pid), 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+    }
     dir_ = root + "/lpfuzz-" + std::to_string(getpid());
     fs::create_directories(dir_);
   }
