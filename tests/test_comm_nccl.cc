@@ -91,7 +91,7 @@ TEST(NcclComm, TensorCollectivesRunOnTheCurrentStream) {
   c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, static_cast<c10::DeviceIndex>(device));
   c10::cuda::CUDAStreamGuard stream_guard(side);
   const auto on_gpu = at::TensorOptions().device(at::kCUDA, device);
-  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kDouble}) {  // double: LoRA's TP gradient norm
     SCOPED_TRACE(c10::toString(dtype));
     // Large enough that the producing kernels are still running when the collective is enqueued.
     const int64_t count = int64_t(1) << 22;

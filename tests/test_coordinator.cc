@@ -183,6 +183,17 @@ ClientOptions quick(std::chrono::milliseconds retry_for = 10s) {
   return o;
 }
 
+// The code and message of a CoordinatorError thrown by f (0 and "" when none).
+template <typename F>
+std::pair<int, std::string> coordinator_error(F f) {
+  try {
+    f();
+  } catch (const CoordinatorError& e) {
+    return {e.code, e.what()};
+  }
+  return {0, ""};
+}
+
 // Polls the status until the experiment is finished; the last status.
 ExperimentStatus wait_finished(CoordinatorClient& c, int64_t id, std::chrono::milliseconds timeout = 60s) {
   const auto until = Clock::now() + timeout;
@@ -283,14 +294,7 @@ TEST(Coordinator, SubmitLeaseReportAndQueryOverGrpc) {
   EXPECT_EQ(list[0].name, "exp");
 
   // Errors come back with their gRPC code and a message naming the problem.
-  auto code_of = [&](auto f) {
-    try {
-      f();
-    } catch (const CoordinatorError& e) {
-      return std::make_pair(e.code, std::string(e.what()));
-    }
-    return std::make_pair(0, std::string());
-  };
+  auto code_of = [](auto f) { return coordinator_error(f); };
   auto [code, msg] = code_of([&] { c.submit(testing::small_plan("exp", {"m1"})); });
   EXPECT_EQ(code, 6) << msg;  // ALREADY_EXISTS
   EXPECT_CONTAINS(msg, "different configuration");
@@ -622,17 +626,6 @@ TEST(Coordinator, OneCoordinatorPerDatabase) {
 
 // ---- Resource faults: each is a clear error, and once it is gone the database opens and the run goes on
 // with nothing lost (issue 17 item 5). ----
-
-// The code and message of a CoordinatorError thrown by f (0 and "" when none).
-template <typename F>
-std::pair<int, std::string> coordinator_error(F f) {
-  try {
-    f();
-  } catch (const CoordinatorError& e) {
-    return {e.code, e.what()};
-  }
-  return {0, ""};
-}
 
 // Leases and reports every task of the coordinator's experiments (no-op results); the task count.
 int drain(CoordinatorClient& c) {

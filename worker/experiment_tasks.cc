@@ -114,7 +114,7 @@ json device_memory_report(const LlamaModel& model, const ModelSpec& spec, int tp
   const LlamaConfig& c = model.config();
   plan.tp = tp;
   plan.compute = spec.dtype == "float32" ? "f32" : "bf16";
-  if (!plan.healing || plan.weights.empty()) plan.weights = plan.compute;
+  if (plan.weights != "nf4") plan.weights = plan.compute;  // the model's dtype, unless healing on NF4
   plan.seq = std::min<int64_t>(plan.seq, c.max_position_embeddings);
   json out{{"device", describe_device(model.device())},
            {"plan", {{"batch", plan.batch}, {"seq", plan.seq}, {"weights", plan.weights}, {"healing", plan.healing},
@@ -217,7 +217,7 @@ json run_experiment_task(const std::string& kind, const json& payload, const jso
   plan.batch = healing.micro_batch;
   plan.seq = healing.seq_len;
   plan.lora_rank = healing.rank;
-  plan.weights = healing.quant == "nf4" ? "nf4" : "";
+  if (healing.quant == "nf4") plan.weights = "nf4";
   plan.prune_fraction = double(points[0].n) / double(model.config().num_hidden_layers);
   provenance["device_memory"] = device_memory_report(model, spec, ctx.tp, plan);
   check_finite_metrics(o.point);

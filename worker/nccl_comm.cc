@@ -20,6 +20,7 @@ void check_cuda(cudaError_t e, const char* what) {
 ncclDataType_t nccl_type(const at::Tensor& t) {
   switch (t.scalar_type()) {
     case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;  // LoRA's gradient norm under TP (model/lora.cc)
     case at::kBFloat16: return ncclBfloat16;
     case at::kHalf: return ncclFloat16;
     case at::kLong: return ncclInt64;
