@@ -16,6 +16,7 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer: the fuzz targets of fuzz/, built apart with clang
+  ccache
 )
 
 # Slurm, only when asked (deploy/test.sh asks: its cluster test starts a one-machine Slurm; deploy/slurm/README.md).
@@ -62,7 +63,20 @@ JOBS=${JOBS:-2}  # each LibTorch translation unit takes ~1.5 GB to compile
 # c10_LIBRARY: with Debian's libtorch-dev also installed, Torch's config would otherwise find its 1.13 libc10.
 WERROR=()
 [ "${LAYERPRUNE_WERROR:-0}" = 1 ] && WERROR=(-DLAYERPRUNE_WERROR=ON)
+# ccache: a build of sources compiled before (another clone, the same commit's sanitizer builds after a
+# change elsewhere) takes the objects from ~/.cache/layerprune/ccache. Paths are hashed relative to the
+# checkout (base_dir), so another clone's build hits the same entries; precompiled headers are cached too
+# (the sloppiness they need). LAYERPRUNE_CCACHE=0 compiles everything.
+LAUNCHER=()
+if [ "${LAYERPRUNE_CCACHE:-1}" = 1 ] && command -v ccache >/dev/null; then
+  ccache_env="CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/layerprune/ccache};CCACHE_BASEDIR=$PWD;CCACHE_NOHASHDIR=1"
+  ccache_env+=";CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime;CCACHE_MAXSIZE=10G"
+  LAUNCHER=("-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/env;$ccache_env;ccache"
+            "-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/env;$ccache_env;ccache")
+else
+  LAUNCHER=(-UCMAKE_CXX_COMPILER_LAUNCHER -UCMAKE_C_COMPILER_LAUNCHER)
+fi
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" -Dc10_LIBRARY="$TORCH_LIB/libc10.so" \
-  "${WERROR[@]}" ${CMAKE_ARGS:-} >/dev/null
+  "${LAUNCHER[@]}" "${WERROR[@]}" ${CMAKE_ARGS:-} >/dev/null
 ninja -C "$BUILD_DIR" -j "$JOBS"
 echo "setup: built into $BUILD_DIR" >&2

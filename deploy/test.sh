@@ -10,4 +10,12 @@ LAYERPRUNE_WITH_SLURM=${LAYERPRUNE_WITH_SLURM:-1} LAYERPRUNE_WERROR=${LAYERPRUNE
 export LAYERPRUNE_DATA=${LAYERPRUNE_DATA:-$(cd .. && pwd)/shared/data}
 export OMP_WAIT_POLICY=PASSIVE  # see model/runtime.h
 echo "test: data from $LAYERPRUNE_DATA" >&2
-ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j 2 --timeout 1200
+status=0
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j 2 --timeout 1200 || status=1
+# The unit suite again under sanitizers, each in its own build directory (deploy/sanitize.sh): TSan for the
+# coordinator, store, client and lease loop. The ASan + UBSan suite (`bash deploy/sanitize.sh address`) is
+# not yet clean (docs/reliability.md#sanitizers) and not in this list yet. LAYERPRUNE_SANITIZERS="" skips them.
+for kind in ${LAYERPRUNE_SANITIZERS-thread}; do
+  LAYERPRUNE_WERROR=${LAYERPRUNE_WERROR:-1} bash deploy/sanitize.sh "$kind" || status=1
+done
+exit $status

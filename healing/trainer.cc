@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/progress.h"
+#include "formats/lora_checkpoint.h"
 #include "formats/safetensors.h"
 #include "model/finite.h"
 #include "model/tensor_io.h"
@@ -97,10 +98,12 @@ void save_checkpoint(const std::string& path, const LoraLlama& model, const std:
   const LoraConfig& c = model.config();
   nlohmann::json cfg{{"rank", c.rank}, {"alpha", c.alpha > 0 ? c.alpha : double(c.rank)}, {"dropout", c.dropout},
                      {"targets", c.targets}, {"seed", c.seed}, {"kept_layers", model.kept_layers()}};
-  write_safetensors(path, w,
-                    {{"format", "layerprune-lora-checkpoint"}, {"step", std::to_string(step)},
-                     {"data_position", std::to_string(data_position)}, {"lora", cfg.dump()},
-                     {"rng_device", c10::DeviceTypeName(gen.device().type(), /*lower_case=*/true)}});
+  LoraCheckpointInfo info;
+  info.step = step;
+  info.data_position = data_position;
+  info.lora = cfg;
+  info.rng_device = c10::DeviceTypeName(gen.device().type(), /*lower_case=*/true);
+  write_safetensors(path, w, lora_checkpoint_metadata(info));
 }
 
 namespace {
@@ -112,51 +115,47 @@ struct Loaded {
 Loaded load_checkpoint(const std::string& path, LoraLlama& model, std::vector<at::Tensor>& exp_avg,
                        std::vector<at::Tensor>& exp_avg_sq) {
   auto file = SafetensorsFile::open(path);
-  const auto& meta = file->metadata();
-  auto field = [&](const std::string& k) {
-    auto it = meta.find(k);
-    if (it == meta.end()) throw InputError(path + ": not a layerprune LoRA checkpoint (no \"" + k + "\" in its metadata)");
-    return it->second;
-  };
-  if (field("format") != "layerprune-lora-checkpoint") throw InputError(path + ": not a layerprune LoRA checkpoint");
-  nlohmann::json cfg = nlohmann::json::parse(field("lora"));
   const LoraConfig& c = model.config();
-  if (cfg["rank"] != c.rank || cfg["kept_layers"] != nlohmann::json(model.kept_layers()) ||
-      cfg["targets"] != nlohmann::json(c.targets))
-    throw InputError(path + ": checkpoint is for another adapter set (" + cfg.dump() + ")");
+  auto& adapters = model.adapters();
+  // Every tensor is checked (name, F32, full shape, finite) before any is copied (formats/lora_checkpoint.h).
+  std::vector<ExpectedTensor> expected;
+  for (const LoraAdapter& a : adapters)
+    for (const char* suffix : {"weight", "exp_avg", "exp_avg_sq"}) {
+      expected.push_back({a.name + ".lora_A." + suffix, {c.rank, a.full_cols}});
+      expected.push_back({a.name + ".lora_B." + suffix, {a.full_rows, c.rank}});
+    }
+  const nlohmann::json identity = {{"rank", c.rank}, {"kept_layers", model.kept_layers()}, {"targets", c.targets}};
+  const LoraCheckpointInfo info = check_lora_checkpoint(*file, path, identity, expected);
   // Full tensors in the file; under tensor parallelism each rank takes its shard.
-  auto get = [&](size_t i, bool is_b, const std::string& suffix, const at::Tensor& like) {
-    const std::string name = model.adapters()[i].name + (is_b ? ".lora_B." : ".lora_A.") + suffix;
-    const TensorView* v = file->find(name);
-    if (!v) throw InputError(path + ": missing tensor " + name);
-    at::Tensor t = model.shard_of(i, is_b, tensor_from_view(*v, file).clone());
-    if (t.sizes() != like.sizes()) throw InputError(path + ": tensor " + name + " has another shape");
-    return t;
+  auto get = [&](size_t i, bool is_b, const std::string& suffix) {
+    const TensorView* v = file->find(model.adapters()[i].name + (is_b ? ".lora_B." : ".lora_A.") + suffix);
+    return model.shard_of(i, is_b, tensor_from_view(*v, file).clone());
   };
   at::NoGradGuard no_grad;
-  auto& adapters = model.adapters();
   for (size_t i = 0; i < adapters.size(); ++i) {
-    adapters[i].a.copy_(get(i, false, "weight", adapters[i].a));
-    adapters[i].b.copy_(get(i, true, "weight", adapters[i].b));
-    exp_avg[2 * i].copy_(get(i, false, "exp_avg", adapters[i].a));
-    exp_avg[2 * i + 1].copy_(get(i, true, "exp_avg", adapters[i].b));
-    exp_avg_sq[2 * i].copy_(get(i, false, "exp_avg_sq", adapters[i].a));
-    exp_avg_sq[2 * i + 1].copy_(get(i, true, "exp_avg_sq", adapters[i].b));
+    adapters[i].a.copy_(get(i, false, "weight"));
+    adapters[i].b.copy_(get(i, true, "weight"));
+    exp_avg[2 * i].copy_(get(i, false, "exp_avg"));
+    exp_avg[2 * i + 1].copy_(get(i, true, "exp_avg"));
+    exp_avg_sq[2 * i].copy_(get(i, false, "exp_avg_sq"));
+    exp_avg_sq[2 * i + 1].copy_(get(i, true, "exp_avg_sq"));
   }
-  const TensorView* rng = file->find("rng_state");
-  if (!rng) throw InputError(path + ": missing tensor rng_state");
   Loaded l;
-  l.step = std::stoll(field("step"));
+  l.step = info.step;
+  l.data_position = info.data_position;
   // The dropout generator's state resumes on a device of the kind that saved it (older checkpoints: the
   // CPU's). Another kind's state means nothing to this generator (a GPU run resumed on the CPU, or the
   // other way round): it is reseeded from the seed and the step, so the resumed run is deterministic, and
   // only its dropout masks differ from an uninterrupted run on the first device.
-  auto saved = meta.find("rng_device");
-  const std::string saved_device = saved == meta.end() ? "cpu" : saved->second;
   at::Generator& gen = model.generator();
   const std::string here = c10::DeviceTypeName(gen.device().type(), /*lower_case=*/true);
-  if (saved_device == here) {
-    gen.set_state(tensor_from_view(*rng, file).clone());
+  if (info.rng_device == here) {
+    try {
+      gen.set_state(tensor_from_view(*file->find("rng_state"), file).clone());
+    } catch (const c10::Error&) {  // LibTorch checks the state's size: a damaged file
+      throw InputError(path + ": tensor rng_state is not a " + here + " generator's state (" +
+                       format_shape(file->find("rng_state")->shape) + " bytes)");
+    }
   } else {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_current_seed(c.seed * 1000003ull + uint64_t(l.step));
@@ -164,9 +163,8 @@ Loaded load_checkpoint(const std::string& path, LoraLlama& model, std::vector<at
     if (!tp || tp->plan().rank == 0)
       std::fprintf(stderr, "heal: %s was written with dropout drawn on %s; resuming on %s, the dropout generator is "
                    "reseeded (seed %llu, step %lld): adapters, moments, step and data position resume exactly\n",
-                   path.c_str(), saved_device.c_str(), here.c_str(), (unsigned long long)c.seed, (long long)l.step);
+                   path.c_str(), info.rng_device.c_str(), here.c_str(), (unsigned long long)c.seed, (long long)l.step);
   }
-  l.data_position = std::stoll(field("data_position"));
   return l;
 }
 

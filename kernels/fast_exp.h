@@ -18,7 +18,9 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  const int32_t bits = (int32_t(n) + 127) << 23;
+  // A NaN x leaves n NaN (the clamps compare false): its exponent is taken as 0, p is NaN anyway. Unsigned,
+  // so the shift is defined (UBSan found the int32 shift of a NaN's converted exponent).
+  const uint32_t bits = uint32_t(int32_t(n == n ? n : 0.f) + 127) << 23;
   float scale;
   __builtin_memcpy(&scale, &bits, 4);
   return p * scale;

@@ -1,6 +1,6 @@
 // The safetensors reader and writer: round trips (single file and shards), then hostile files, each of
-// which must produce its own InputError (never a crash), and a mutation fuzz loop. Also built under
-// ASan+UBSan as test_safetensors_asan.
+// which must produce its own InputError (never a crash), and a mutation fuzz loop. Also run under
+// ASan + UBSan in the sanitizer build (deploy/sanitize.sh address).
 #include <gtest/gtest.h>
 
 #include <cstring>

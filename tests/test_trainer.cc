@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "tests/llama_shapes.h"
@@ -187,6 +190,86 @@ TEST(Trainer, ANonFiniteLossStopsHealingNamingTheLayer) {
   EXPECT_CONTAINS(m, "heal: step 1, micro-batch 1 (training sequences 0-1): non-finite training loss");
   EXPECT_CONTAINS(m, "layer 1's output (model.layers.1)");
   EXPECT_FALSE(std::filesystem::exists(t.dir.path() + "/nan/step-000001.safetensors"));
+}
+
+// A damaged checkpoint is refused before anything is copied, naming the file and what is wrong: every
+// tensor's dtype, full shape and finiteness, the step and data position, the adapter set, the generator state.
+TEST(Trainer, ADamagedCheckpointIsRefusedNamingWhatIsWrong) {
+  Tiny t;
+  TrainConfig c = t.config(t.dir.path() + "/d");
+  c.checkpoint_every = 3;
+  {
+    LoraLlama first(*t.model, {}, lora_config());
+    PackedStream d1(t.text, 1, kSeqLen, 3);
+    train(first, d1, c);
+  }
+  const std::string good = t.dir.path() + "/d/step-000003.safetensors";
+  // `good` rewritten: each tensor through `tensor`, the metadata through `meta`.
+  auto rewrite = [&](const std::string& name, const std::function<at::Tensor(const std::string&, at::Tensor)>& tensor,
+                     const std::function<void(std::map<std::string, std::string>&)>& meta = {}) {
+    auto f = SafetensorsFile::open(good);
+    std::map<std::string, std::string> m = f->metadata();
+    std::vector<at::Tensor> keep;
+    std::vector<TensorToWrite> out;
+    for (const TensorView& v : f->tensors()) {
+      keep.push_back(tensor(v.name, tensor_from_view(v, f).clone()));
+      out.push_back(tensor_to_write(v.name, keep.back()));
+    }
+    if (meta) meta(m);
+    const std::string path = t.dir.path() + "/" + name + ".safetensors";
+    write_safetensors(path, out, m);
+    return path;
+  };
+  auto same = [](const std::string&, at::Tensor x) { return x; };
+  auto resume = [&](const std::string& path) {
+    LoraLlama lora(*t.model, {}, lora_config());
+    PackedStream d(t.text, 1, kSeqLen, 3);
+    TrainConfig rc = c;
+    rc.checkpoint_dir.clear();
+    return testing::input_error([&] { train(lora, d, rc, path); });
+  };
+  const std::string adapter = "model.layers.0.mlp.up_proj";
+  const std::string nan = rewrite("nan", [&](const std::string& n, at::Tensor x) {
+    if (n == adapter + ".lora_B.exp_avg_sq") x.view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
+    return x;
+  });
+  EXPECT_CONTAINS(resume(nan), "tensor " + adapter + ".lora_B.exp_avg_sq holds 1 NaN and 0 Inf values (first at flat index 3)");
+  EXPECT_CONTAINS(resume(rewrite("f16", [&](const std::string& n, at::Tensor x) {
+                    return n == adapter + ".lora_A.weight" ? x.to(at::kHalf) : x;
+                  })),
+                  "tensor " + adapter + ".lora_A.weight is F16, expected F32");
+  EXPECT_CONTAINS(resume(rewrite("shape", [&](const std::string& n, at::Tensor x) {
+                    return n == adapter + ".lora_A.exp_avg" ? x.narrow(1, 0, 2).contiguous() : x;
+                  })),
+                  "tensor " + adapter + ".lora_A.exp_avg has shape [4, 2], expected [4, ");
+  EXPECT_CONTAINS(resume(rewrite("step", same, [](auto& m) { m["step"] = "3x"; })),
+                  "checkpoint metadata \"step\" is \"3x\", expected an integer >= 0");
+  EXPECT_CONTAINS(resume(rewrite("position", same, [](auto& m) { m["data_position"] = "-1"; })),
+                  "\"data_position\" is \"-1\"");
+  EXPECT_CONTAINS(resume(rewrite("big", same, [](auto& m) { m["step"] = "99999999999999999999"; })),
+                  "expected an integer >= 0");
+  EXPECT_CONTAINS(resume(rewrite("lora", same, [](auto& m) { m["lora"] = "{\"rank\": "; })), "metadata \"lora\"");
+  EXPECT_CONTAINS(resume(rewrite("array", same, [](auto& m) { m["lora"] = "[1, 2]"; })), "is not a JSON object");
+  EXPECT_CONTAINS(resume(rewrite("layers", same, [](auto& m) {
+                    auto j = nlohmann::json::parse(m["lora"]);
+                    j["kept_layers"] = {0, 1};
+                    m["lora"] = j.dump();
+                  })),
+                  "another adapter set (its kept_layers is [0,1]");
+  EXPECT_CONTAINS(resume(rewrite("rng", [](const std::string& n, at::Tensor x) {
+                    return n == "rng_state" ? x.narrow(0, 0, 7).contiguous() : x;
+                  })),
+                  "tensor rng_state is not a cpu generator's state ([7] bytes)");
+  // Cut short: the safetensors reader says so.
+  const std::string cut = t.dir.path() + "/cut.safetensors";
+  std::filesystem::copy_file(good, cut);
+  std::filesystem::resize_file(cut, std::filesystem::file_size(good) - 100);
+  EXPECT_CONTAINS(resume(cut), "cut.safetensors");
+  LoraLlama lora(*t.model, {}, lora_config());  // the undamaged file resumes
+  PackedStream d(t.text, 1, kSeqLen, 3);
+  TrainConfig rc = c;
+  rc.checkpoint_dir.clear();
+  EXPECT_EQ(train(lora, d, rc, good).steps.front().step, 4);
 }
 
 // Checkpoints are device-independent: host tensors, and the kind of device the dropout generator was. A

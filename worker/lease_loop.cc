@@ -13,8 +13,6 @@
 #include "common/error.h"
 #include "common/version.h"
 #include "proto/client.h"
-#include "worker/stages.h"
-#include "healing/trainer.h"
 
 namespace layerprune {
 
@@ -38,9 +36,9 @@ json lease_message(const Lease& l) {
 // Heartbeats a lease from its own thread while the group works; carries the newest healing checkpoint.
 class Heartbeat {
  public:
-  Heartbeat(CoordinatorClient& client, const std::string& worker, const Lease& lease, const std::string& checkpoint_dir,
-            std::atomic<bool>& abandon)
-      : client_(client), worker_(worker), lease_(lease), dir_(checkpoint_dir), abandon_(abandon) {
+  Heartbeat(CoordinatorClient& client, const std::string& worker, const Lease& lease, const LeaseGroup& group,
+            const std::string& checkpoint_key, std::atomic<bool>& abandon)
+      : client_(client), worker_(worker), lease_(lease), group_(group), key_(checkpoint_key), abandon_(abandon) {
     thread_ = std::thread([this] { loop(); });
   }
   ~Heartbeat() {
@@ -65,7 +63,7 @@ class Heartbeat {
       HeartbeatAnswer a;
       std::string error;
       try {
-        a = client_.heartbeat(worker_, lease_, latest_checkpoint(dir_));
+        a = client_.heartbeat(worker_, lease_, group_.latest_checkpoint(key_));
       } catch (const std::exception& e) {
         error = e.what();  // unreachable for now: keep working, the lease may still be ours
       }
@@ -81,7 +79,8 @@ class Heartbeat {
   CoordinatorClient& client_;
   std::string worker_;
   Lease lease_;
-  std::string dir_;
+  const LeaseGroup& group_;
+  std::string key_;
   std::atomic<bool>& abandon_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -92,7 +91,7 @@ class Heartbeat {
 
 }  // namespace
 
-int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
+int run_lease_loop(LeaseGroup& g, const LeaseLoopOptions& o) {
   // Rank 0 connects and registers; a failure there ends the whole group with the same status.
   std::unique_ptr<CoordinatorClient> client;
   std::string worker_id, error;
@@ -111,7 +110,7 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
       const char* array_task = std::getenv("SLURM_ARRAY_TASK_ID");
       const char* job = array_job && array_task ? array_job : std::getenv("SLURM_JOB_ID");
       if (!array_job) array_task = nullptr;
-      info.name = info.host + ":" + std::to_string(info.pid) + " " + g.label + " tp " + std::to_string(g.groups.tp) +
+      info.name = info.host + ":" + std::to_string(info.pid) + " " + g.label() + " tp " + std::to_string(g.tp()) +
                   (job ? std::string(" slurm ") + job + (array_task ? std::string("_") + array_task : "") : "");
       worker_id = client->register_worker(info);
       g.log("registered with " + client->address() + " as " + worker_id);
@@ -124,7 +123,7 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
     }
   }
   std::string failed = error.empty() ? "" : std::to_string(status) + " " + error;
-  g.comm->broadcast_string(failed, 0);
+  g.broadcast(failed);
   if (!failed.empty()) {
     if (g.leader()) std::fprintf(stderr, "layerprune-worker: error: %s\n", error.c_str());
     return std::atoi(failed.c_str());
@@ -132,7 +131,7 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
 
   auto idle_since = std::chrono::steady_clock::now();
   while (true) {
-    if (g.comm->any(g_stop_training.load())) {
+    if (g.stop_requested()) {
       g.log("stop requested: exiting");
       return 3;
     }
@@ -143,8 +142,7 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
       json m;
       try {
         bool drained = false;
-        lease = client->lease(worker_id, g.cache ? g.cache->loaded_name() : "", std::chrono::milliseconds(2000), &drained,
-                              g.groups.tp);
+        lease = client->lease(worker_id, g.loaded_model(), std::chrono::milliseconds(2000), &drained, g.tp());
         const double idle = std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_since).count();
         if (lease)
           m = lease_message(*lease);
@@ -159,7 +157,7 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
       }
       message = m.dump();
     }
-    g.comm->broadcast_string(message, 0);
+    g.broadcast(message);
     const json m = json::parse(message);
     const std::string op = m.at("op");
     if (op == "exit") {
@@ -179,21 +177,19 @@ int run_lease_loop(WorkerGroup& g, const LeaseLoopOptions& o) {
     std::unique_ptr<Heartbeat> heartbeat;
     if (g.leader()) {
       g.log("task " + key + " (attempt " + std::to_string(m.value("attempt", 1)) + ")");
-      heartbeat = std::make_unique<Heartbeat>(*client, worker_id, *lease, g.work_dir + "/checkpoints/" + checkpoint_key,
-                                              abandon);
+      heartbeat = std::make_unique<Heartbeat>(*client, worker_id, *lease, g, checkpoint_key, abandon);
     }
     const auto start = std::chrono::steady_clock::now();
     json result;
     std::string task_error;
     bool retryable = true;
     try {
-      result = g.run(kind, m.at("payload"), m.at("inputs"), checkpoint_key, nullptr, &abandon);
+      result = g.run(kind, m.at("payload"), m.at("inputs"), checkpoint_key, &abandon);
     } catch (const InputError& e) {  // the same on every rank: bad data or payload, retrying cannot help
       task_error = e.what();
       retryable = false;
-    } catch (const CommError&) {
-      throw;  // the group is broken: the job ends and the lease expires (the coordinator re-queues)
     } catch (const std::exception& e) {
+      if (g.broken(e)) throw;  // the group is broken: the job ends and the lease expires (the coordinator re-queues)
       task_error = e.what();
     }
     const std::string lost = heartbeat ? heartbeat->lost_reason() : "";

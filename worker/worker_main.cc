@@ -45,6 +45,7 @@
 #include "worker/experiment_tasks.h"
 #include "healing/trainer.h"
 #include "worker/lease_loop.h"
+#include "worker/stages.h"
 #include "worker/worker_group.h"
 #include "worker/worker_tasks.h"
 
@@ -52,6 +53,32 @@ namespace layerprune {
 namespace {
 
 extern "C" void on_stop_signal(int) { g_stop_training = true; }  // healing checkpoints and returns
+
+using nlohmann::json;
+
+// A WorkerGroup as the lease loop sees it.
+class WorkerLeaseGroup : public LeaseGroup {
+ public:
+  explicit WorkerLeaseGroup(WorkerGroup& g) : g_(g) {}
+  bool leader() const override { return g_.leader(); }
+  int tp() const override { return g_.groups.tp; }
+  std::string label() const override { return g_.label; }
+  void log(const std::string& message) const override { g_.log(message); }
+  std::string loaded_model() const override { return g_.cache ? g_.cache->loaded_name() : ""; }
+  void broadcast(std::string& s) override { g_.comm->broadcast_string(s, 0); }
+  bool stop_requested() override { return g_.comm->any(g_stop_training.load()); }
+  json run(const std::string& kind, const json& payload, const json& inputs, const std::string& checkpoint_key,
+           const std::atomic<bool>* abandon) override {
+    return g_.run(kind, payload, inputs, checkpoint_key, nullptr, abandon);
+  }
+  bool broken(const std::exception& e) const override { return dynamic_cast<const CommError*>(&e) != nullptr; }
+  std::string latest_checkpoint(const std::string& checkpoint_key) const override {
+    return layerprune::latest_checkpoint(g_.work_dir + "/checkpoints/" + checkpoint_key);
+  }
+
+ private:
+  WorkerGroup& g_;
+};
 
 int worker_main(int argc, char** argv) {
   ArgParser p("layerprune-worker",
@@ -139,7 +166,8 @@ int worker_main(int argc, char** argv) {
       }
       lo.retry_for = std::chrono::milliseconds(int64_t(seconds * 1000));
     }
-    return run_lease_loop(w, lo);
+    WorkerLeaseGroup group(w);
+    return run_lease_loop(group, lo);
   }
   if (w.out_dir.empty()) {
     if (w.leader()) std::fprintf(stderr, "layerprune-worker: error: --tasks needs --out\n");
