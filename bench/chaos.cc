@@ -5,7 +5,8 @@
 // At the end every point must have exactly one result per metric, and a checker reads the database for
 // broken invariants: a task done but still leased, a result, item, distance table or provenance whose
 // attempt did not finish, a task with other than one finished attempt, a result from an attempt that was
-// not the task's last (a stale fencing token accepted), a task not done.
+// not the task's last (a stale fencing token accepted), a task not done, and the rest of the store's
+// invariants (coordinator/invariants.h, shared with fuzz/fuzz_coordinator_rpc.cc).
 //
 // Printed: kills (workers, coordinator), stops, leases and re-leases, the work thrown away (seconds of
 // attempts that did not finish), the wall time, and each invariant's count. Exit 0 when everything holds,
@@ -30,6 +31,7 @@
 
 #include "common/args.h"
 #include "common/error.h"
+#include "coordinator/invariants.h"
 #include "coordinator/sqlite.h"
 #include "proto/client.h"
 #include "tests/child_process.h"
@@ -195,25 +197,15 @@ int main(int argc, char** argv) {
                   attempts = one(d, "SELECT COUNT(*) FROM attempts");
     const double lost_s =
         double(one(d, "SELECT COALESCE(SUM(ended_at - started_at), 0) FROM attempts WHERE outcome != 'done'")) / 1000.0;
-    const std::pair<const char*, const char*> invariants[] = {
+    // What must hold once the grid has finished, then the store's invariants (coordinator/invariants.h:
+    // they hold after every call; the fuzz target checks the same queries after every request).
+    std::vector<std::pair<const char*, const char*>> invariants = {
         {"tasks not done", "SELECT COUNT(*) FROM tasks WHERE state != 'done'"},
         {"points without exactly one result per metric",
          "SELECT COUNT(*) FROM grid_points g WHERE (SELECT COUNT(*) FROM results r WHERE r.point_id = g.id) != 2 "
          "OR (SELECT COUNT(DISTINCT metric) FROM results r WHERE r.point_id = g.id) != 2"},
-        {"tasks done and still leased",
-         "SELECT COUNT(*) FROM tasks t JOIN attempts a ON a.task_id = t.id WHERE t.state = 'done' AND a.outcome = 'running'"},
-        {"tasks without exactly one finished attempt",
-         "SELECT COUNT(*) FROM tasks t WHERE (SELECT COUNT(*) FROM attempts a WHERE a.task_id = t.id AND a.outcome = 'done') != 1"},
-        {"results from an attempt that did not finish",
-         "SELECT COUNT(*) FROM results r JOIN attempts a ON a.id = r.attempt_id WHERE a.outcome != 'done'"},
-        {"items, tables or provenance from an attempt that did not finish",
-         "SELECT (SELECT COUNT(*) FROM eval_items e JOIN attempts a ON a.id = e.attempt_id WHERE a.outcome != 'done') + "
-         "(SELECT COUNT(*) FROM distance_tables x JOIN attempts a ON a.id = x.attempt_id WHERE a.outcome != 'done') + "
-         "(SELECT COUNT(*) FROM provenance v JOIN attempts a ON a.id = v.attempt_id WHERE a.outcome != 'done')"},
-        {"results accepted from a stale attempt (not the task's last: its fencing token was old)",
-         "SELECT COUNT(*) FROM results r JOIN grid_points g ON g.id = r.point_id JOIN attempts a ON a.id = r.attempt_id "
-         "WHERE a.number != (SELECT MAX(number) FROM attempts b WHERE b.task_id = g.task_id)"},
     };
+    for (const StoreInvariant& i : kStoreInvariants) invariants.emplace_back(i.what, i.sql);
     std::printf("chaos: %.0f s of faults, %.0f s in all: %d worker kills, %d coordinator kills, %d worker stops past "
                 "their lease\n",
                 chaos_s, wall_s, worker_kills, coordinator_kills, stops);
@@ -226,7 +218,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& [what, sql] : invariants) {
       const int64_t n = one(d, sql);
-      std::printf("  %-90s %lld\n", what, (long long)n);
+      std::printf("  %-100s %lld\n", what, (long long)n);
       broken += n != 0;
     }
     std::printf("chaos: %s\n", broken ? "BROKEN INVARIANTS (see above)" : "every point has exactly one result; no invariant broken");

@@ -33,9 +33,11 @@ grpc::Status answer(F&& f) {
 
 nlohmann::json parse_json(const std::string& text, const char* what) {
   try {
-    return nlohmann::json::parse(text);
+    return parse_client_json(text);
   } catch (const nlohmann::json::exception& e) {
     throw InputError(std::string(what) + " is not JSON: " + e.what());
+  } catch (const InputError& e) {
+    throw InputError(std::string(what) + ": " + e.what());
   }
 }
 

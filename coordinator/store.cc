@@ -173,6 +173,15 @@ std::optional<std::string> int_array(const nlohmann::json& p, const char* name, 
 
 }  // namespace
 
+nlohmann::json parse_client_json(const std::string& text) {
+  return nlohmann::json::parse(text, [](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if (depth >= kMaxJsonDepth &&
+        (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start))
+      throw InputError("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " arrays and objects");
+    return true;
+  });
+}
+
 int store_schema_version() { return kMigrations[std::size(kMigrations) - 1].version; }
 
 std::string schema_dump(sqlite::Database& db) {
@@ -290,9 +299,11 @@ SubmitOutcome Store::submit(const Submission& s) {
   if (s.name.empty()) throw InputError("the experiment has no name");
   nlohmann::json experiment;
   try {
-    experiment = nlohmann::json::parse(s.experiment_json);
+    experiment = parse_client_json(s.experiment_json);
   } catch (const nlohmann::json::exception& e) {
     throw InputError("experiment \"" + s.name + "\": the experiment configuration is not JSON: " + e.what());
+  } catch (const InputError& e) {
+    throw InputError("experiment \"" + s.name + "\": the experiment configuration: " + e.what());
   }
   const std::string where = "experiment \"" + s.name + "\": ";
 
@@ -609,7 +620,7 @@ Verdict Store::report(const std::string& worker_id, int64_t task_id, int64_t tok
   std::optional<nlohmann::json> distances, provenance;
   try {
     try {
-      doc = nlohmann::json::parse(result_json);
+      doc = parse_client_json(result_json);  // too deep: InputError, the rejection below
     } catch (const nlohmann::json::exception& e) {
       throw InputError(std::string("not JSON: ") + e.what());
     }
@@ -657,9 +668,11 @@ Verdict Store::report(const std::string& worker_id, int64_t task_id, int64_t tok
     }
     if (points.size() != expected.size()) {
       std::string missing;
-      for (const auto& [pk, id] : expected)
+      for (const auto& [pk, point_id] : expected) {
+        const int64_t id = point_id;  // a structured binding cannot be captured before C++20 (clang refuses it)
         if (std::none_of(points.begin(), points.end(), [&](const PointResult& r) { return r.point_id == id; }))
           missing += (missing.empty() ? "\"" : ", \"") + pk + "\"";
+      }
       throw InputError("missing results for grid points " + missing);
     }
     if (doc.contains("distances")) {

@@ -66,6 +66,15 @@ struct ExperimentExists : InputError {
   using InputError::InputError;
 };
 
+// The deepest nesting of arrays and objects a JSON document from a client may have (the experiment, the
+// plan's points and tasks, a result document). nlohmann's dump() recurses once per level, so a document
+// nested some ten thousand levels deep (a request of a few tens of KB) overflowed the stack of the thread
+// that printed it: the coordinator crashed. Real documents nest fewer than ten levels.
+constexpr int kMaxJsonDepth = 100;
+// nlohmann::json::parse(text), but a document nested deeper than kMaxJsonDepth is refused with an
+// InputError saying so; text that is not JSON throws nlohmann's exceptions, as parse() does.
+nlohmann::json parse_client_json(const std::string& text);
+
 class Store {
  public:
   // Opens or creates the database and applies pending migrations. A database written by a newer

@@ -6,6 +6,7 @@ ones (one thing wrong each), so that the fuzzer starts inside every parser. Regr
 
     python3 fuzz/make_seeds.py        # rewrites every seed-* file (and removes stale ones)
 """
+import hashlib
 import json
 import os
 import struct
@@ -345,6 +346,192 @@ out("c4_jsonl", "c4", '{"text": "Beginners BBQ Class Taking Place in Missoula!\\
 out("c4_jsonl", "blank_lines", '\n  \n{"text": ""}\n\t\r\n{"text": "a"}\n')
 out("c4_jsonl", "plain_paragraphs", "Once upon a time.\nThere was a cat.\n\n\nThe end.\n")
 out("c4_jsonl", "no_text_field", '{"content": "x"}\n')
+
+# ---- coordinator RPC sequences (fuzz_coordinator_rpc.cc): [byte][u16 length][serialized request] records -----
+# The byte is the RPC (0 Submit, 1 Cancel, 2 ListExperiments, 3 QueryResults, 4 RegisterWorker, 5 Lease,
+# 6 Heartbeat, 7 Report, 8 Fail, 9 Release) + 10 * the seconds the clock moves on first (200 and up: the
+# reaper runs too). Workers are named "w1", "w2" (the target maps them to the ids they were registered
+# under); experiment, task and attempt ids count from 1 on the fresh database of each input. The plan is
+# tests/coordinator_fixtures.h small_plan("fuzz", {"m1"}) and the results its noop_result, written here.
+SUBMIT, CANCEL, LIST, QUERY, REGISTER, LEASE, HEARTBEAT, REPORT, FAIL, RELEASE = range(10)
+
+
+def pb(*fields):
+    """A protobuf message from (number, value) pairs: str/bytes length-delimited, bool/int varint (int64)."""
+    b = b""
+    for num, v in fields:
+        if isinstance(v, str):
+            v = v.encode()
+        if isinstance(v, bytes):
+            b += field(num, 2, v)
+        else:
+            b += field(num, 0, int(v) & (2**64 - 1))
+    return b
+
+
+def rec(rpc, msg=b"", seconds=0, reap=False):
+    k = seconds + (20 if reap else 0)
+    assert 0 <= k <= 25 and len(msg) < 65536
+    return bytes([rpc + 10 * k]) + struct.pack("<H", len(msg)) + msg
+
+
+def compact(j):
+    return json.dumps(j, separators=(",", ":"))
+
+
+def fake_value(s):
+    return int(hashlib.sha256(s.encode()).hexdigest()[:12], 16) / float(1 << 48)
+
+
+def point(model, n, layers, strategy, healing, seed=0):
+    strategy = "none" if n == 0 else strategy
+    return {"key": "%s/n=%d/%s/%s/seed=%d" % (model, n, strategy, healing, seed), "model": model, "n": n,
+            "layers": layers, "fraction": n / layers, "strategy": strategy, "healing": healing, "seed": seed}
+
+
+def small_plan(name, model="m1", layers=6):
+    """small_plan(name, {model}, 1, layers): distances; evaluate (5 points) after it; heal simple; heal
+    similarity after distances. Task ids 1..4 in this order."""
+    points, tasks = [], []
+    d = {"key": "distances/" + model, "kind": "distances", "model": model, "depends_on": [], "points": [],
+         "payload": {"model": {"name": model}, "calibration": {"samples": 4}}}
+    tasks.append(d)
+    ev = [point(model, 0, layers, "none", "off")] + [point(model, n, layers, s, "off") for n in (1, 2)
+                                                     for s in ("similarity", "simple")]
+    points += ev
+    tasks.append({"key": "evaluate/%s/seed=0" % model, "kind": "evaluate", "model": model, "depends_on": [d["key"]],
+                  "points": [p["key"] for p in ev], "payload": {"model": {"name": model}, "points": ev}})
+    for s in ("simple", "similarity"):
+        p = point(model, 1, layers, s, "qlora")
+        points.append(p)
+        tasks.append({"key": "heal/" + p["key"], "kind": "heal", "model": model,
+                      "depends_on": [d["key"]] if s == "similarity" else [], "points": [p["key"]],
+                      "payload": {"model": {"name": model}, "healing": {"steps": 10}, "points": [p]}})
+    return name, {"name": name, "models": [model], "layers": layers}, points, tasks
+
+
+def tiny_plan(name, model="m1", tp=None):
+    """One evaluate task (id 1) of one point, no dependencies."""
+    p = point(model, 1, 4, "simple", "off")
+    m = {"name": model}
+    if tp is not None:
+        m["tp"] = tp
+    t = {"key": "evaluate/" + model, "kind": "evaluate", "model": model, "depends_on": [], "points": [p["key"]],
+         "payload": {"model": m}}
+    return name, {"name": name, "models": [model]}, [p], [t]
+
+
+def submit(plan):
+    name, experiment, points, tasks = plan
+    return rec(SUBMIT, pb((1, name), (2, compact(experiment)), (3, compact(points)), (4, compact(tasks))))
+
+
+def noop_result(plan, task_id, items=2):
+    """noop_result(lease) for the plan's task `task_id` (1-based)."""
+    _, _, points, tasks = plan
+    t = tasks[task_id - 1]
+    r = {}
+    if t["kind"] == "distances":
+        r["distances"] = {"model": t["model"], "l_star": [fake_value(t["key"] + "/l*"), fake_value(t["model"])]}
+    out = []
+    for p in [p for p in points if p["key"] in t["points"]]:
+        key, n, layers = p["key"], p["n"], p["layers"]
+        kept = [i for i in range(layers) if not (layers - 1 - n <= i < layers - 1)]
+        dropped = [i for i in range(layers) if layers - 1 - n <= i < layers - 1]
+        q = {"key": key, "kept": kept, "dropped": dropped,
+             "metrics": {"accuracy": fake_value(key + "/accuracy"), "loss": 1 + fake_value(key + "/loss")},
+             "items": [{"task": "boolq", "index": i, "correct": fake_value(key + "/item%d" % i) < 0.5}
+                       for i in range(items)]}
+        if t["kind"] == "heal":
+            q["healing"] = {"steps": 10, "final_loss": fake_value(key + "/heal")}
+        out.append(q)
+    if out:
+        r["points"] = out
+    r["provenance"] = {"code_version": "noop", "model_sha256": hashlib.sha256(t["model"].encode()).hexdigest(),
+                       "data_sha256": {"calibration": hashlib.sha256(t["key"].encode()).hexdigest()},
+                       "config": t["payload"]}
+    return compact(r)
+
+
+def register(name="rank0@node1"):
+    return rec(REGISTER, pb((1, name), (2, "node1"), (3, 4242), (4, "0.1.0")))
+
+
+def lease(worker="w1", model="m1", tp=0, seconds=0, reap=False):
+    return rec(LEASE, pb((1, worker), (2, model), (3, 500), (4, tp)), seconds, reap)
+
+
+def heartbeat(task, token, worker="w1", checkpoint="", seconds=0):
+    return rec(HEARTBEAT, pb((1, worker), (2, task), (3, token), (4, checkpoint)), seconds)
+
+
+def report(task, token, result, worker="w1", seconds=0):
+    return rec(REPORT, pb((1, worker), (2, task), (3, token), (4, result)), seconds)
+
+
+def fail(task, token, error, retryable, worker="w1", seconds=0):
+    return rec(FAIL, pb((1, worker), (2, task), (3, token), (4, error), (5, retryable)), seconds)
+
+
+def release(task, token, checkpoint="", reason="SIGTERM", worker="w1"):
+    return rec(RELEASE, pb((1, worker), (2, task), (3, token), (4, checkpoint), (5, reason)))
+
+
+def query(what="results", experiment=1, model="", point=""):
+    return rec(QUERY, pb((1, experiment), (2, what), (3, model), (4, point)))
+
+
+small, tiny = small_plan("fuzz"), tiny_plan("tiny")
+queries = b"".join(query(w) for w in ("results", "items", "distances", "provenance")) + rec(LIST)
+rpc = "coordinator_rpc"
+# Every task leased and reported in plan order, then every query.
+out(rpc, "happy_path", submit(small) + register() + lease() + heartbeat(1, 1, seconds=2) +
+    report(1, 1, noop_result(small, 1)) + lease() + report(2, 2, noop_result(small, 2)) + lease() +
+    report(3, 3, noop_result(small, 3)) + lease() + report(4, 4, noop_result(small, 4)) + queries + lease())
+# Retryable failures with back-off until max_attempts (3) fails the task.
+out(rpc, "fail_retry", submit(tiny) + register() + lease() + fail(1, 1, "CUDA out of memory", True) + lease() +
+    lease(seconds=2) + fail(1, 2, "again", True) + lease(seconds=3) + fail(1, 3, "and again", True) + lease(seconds=9) +
+    rec(LIST))
+# A failure without retry fails the task's dependents; the independent heal task goes on.
+out(rpc, "fail_dependents", submit(small) + register() + lease() + fail(1, 1, "bad input", False) + lease() +
+    report(3, 2, noop_result(small, 3)) + fail(3, 2, "late", False) + lease() + query("distances") + rec(LIST))
+# A checkpoint by heartbeat and release, handed to the next lease; a repeated release is a duplicate.
+out(rpc, "release_checkpoint", submit(tiny) + register() + lease() + heartbeat(1, 1, checkpoint="/ckpt/step100") +
+    release(1, 1, checkpoint="/ckpt/step200") + lease() + release(1, 1, checkpoint="/ckpt/x") +
+    heartbeat(1, 2) + report(1, 2, noop_result(tiny, 1)) + query("items", point=tiny[2][0]["key"]))
+# Cancel while two tasks are leased: CANCEL at the heartbeat, a release ends it cancelled, a report that
+# crosses the cancel is accepted.
+out(rpc, "cancel", submit(small) + register() + lease() + lease() + rec(CANCEL, pb((1, 1))) + heartbeat(1, 1) +
+    release(1, 1) + report(3, 2, noop_result(small, 3)) + lease() + rec(CANCEL, pb((1, 1))) + rec(LIST) + query())
+# Leases that expire: found by a heartbeat, then by the reaper; the late report is fenced off.
+out(rpc, "expiry", submit(tiny) + register() + lease() + heartbeat(1, 1, seconds=3) + heartbeat(1, 1, seconds=6) +
+    report(1, 1, noop_result(tiny, 1)) + lease(seconds=2) + rec(LIST, seconds=0, reap=True) + lease(seconds=4) +
+    heartbeat(1, 3) + report(1, 3, noop_result(tiny, 1)) + report(1, 2, noop_result(tiny, 1)) + query())
+# Fencing: another worker's token, the wrong task, bad documents, then the report and its repeats.
+out(rpc, "fencing", submit(small) + register() + register("rank1@node2") + lease() +
+    report(1, 1, noop_result(small, 1), worker="w2") + report(2, 1, noop_result(small, 1)) + report(1, 1, "{") +
+    report(1, 1, '{"provenance":{}}') + report(1, 1, '{"distances":null}') + report(1, 1, noop_result(small, 1)) +
+    report(1, 1, noop_result(small, 1)) + fail(1, 1, "after", True) + heartbeat(1, 1) + lease("w2") +
+    report(2, 2, noop_result(small, 3), worker="w2") + report(2, 2, noop_result(small, 2), worker="w2"))
+# Requests the store refuses.
+bad_dep = (small[0], small[1], small[2], [dict(small[3][1], depends_on=["nowhere"])] + small[3][:1] + small[3][2:])
+out(rpc, "bad_requests", submit(("", {}, [], [])) + submit(bad_dep) + submit(tiny) +
+    submit(("tiny", {"name": "tiny", "other": 1}, tiny[2], tiny[3])) + submit(tiny) + rec(CANCEL, pb((1, 99))) +
+    query("bogus") + query(experiment=99) + lease("nobody") + register() + report(1, 42, "{}") +
+    heartbeat(7, 1) + fail(1, 1, "", True) + release(1, 1))
+# Tensor-parallel tasks: a worker group of another size gets nothing.
+tp2 = tiny_plan("tp2", tp=2)
+out(rpc, "tensor_parallel", submit(tp2) + register() + lease(tp=1) + lease(model="", tp=2) + lease(tp=2) +
+    report(1, 1, noop_result(tp2, 1)) + rec(LIST))
+# Result documents that do not fit the task (rejected, nothing written), then one that does.
+p0 = tiny[2][0]["key"]
+bad_results = ['{"points":[{"key":"%s","metrics":{"loss":"x"}}]}' % p0, '{"points":[{"key":"%s","kept":"x"}]}' % p0,
+               '{"points":[],"extra":1}', '{"points":[{"key":"%s"},{"key":"%s"}]}' % (p0, p0),
+               '{"points":[{"key":"other"}]}', '{"points":{}}', '[]',
+               '{"points":[{"key":"%s","items":{}}]}' % p0, '{"points":[{"key":"%s"}],"provenance":[]}' % p0]
+out(rpc, "result_documents", submit(tiny) + register() + lease() + b"".join(report(1, 1, r) for r in bad_results) +
+    report(1, 1, '{"points":[{"key":"%s","metrics":{"loss":1e308,"acc":-0.0},"items":[1,"x",{"correct":2}],'
+                 '"healing":null}]}' % p0) + query() + query("items") + query("provenance"))
 
 # Stale seeds (from an earlier version of this script) are removed; regression-* files stay.
 for target in sorted(os.listdir(CORPUS)):

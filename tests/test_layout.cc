@@ -44,7 +44,7 @@ const std::map<std::string, std::set<std::string>>& allowed_includes() {
       {"launcher", {"common"}},
       {"deploy", {"common", "formats", "experiment", "launcher"}},
       // libFuzzer targets of the parsers of outside input, built with clang apart from the main build.
-      {"fuzz", {"common", "formats", "experiment", "evaluation"}},
+      {"fuzz", {"common", "formats", "experiment", "evaluation", "proto", "coordinator"}},
   };
   return allowed;
 }
