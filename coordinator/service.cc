@@ -1,6 +1,7 @@
 #include "coordinator/service.h"
 
 #include "coordinator/sqlite.h"
+#include "formats/json_input.h"
 
 #include <algorithm>
 #include <chrono>
@@ -28,16 +29,6 @@ grpc::Status answer(F&& f) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, std::string("coordinator: ") + e.what());
   } catch (const std::exception& e) {
     return grpc::Status(grpc::StatusCode::INTERNAL, std::string("coordinator: ") + e.what());
-  }
-}
-
-nlohmann::json parse_json(const std::string& text, const char* what) {
-  try {
-    return parse_client_json(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(std::string(what) + " is not JSON: " + e.what());
-  } catch (const InputError& e) {
-    throw InputError(std::string(what) + ": " + e.what());
   }
 }
 
@@ -124,8 +115,8 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
     Submission sub;
     sub.name = req->name();
     sub.experiment_json = req->experiment_json();
-    sub.points = points_from_json(parse_json(req->points_json(), "points_json"));
-    sub.tasks = tasks_from_json(parse_json(req->tasks_json(), "tasks_json"));
+    sub.points = points_from_json(parse_json_input(req->points_json(), "points_json", kMaxJsonDepth));
+    sub.tasks = tasks_from_json(parse_json_input(req->tasks_json(), "tasks_json", kMaxJsonDepth));
     std::lock_guard<std::mutex> lock(mu_);
     SubmitOutcome o = store_.submit(sub);
     if (!o.existed) changed();

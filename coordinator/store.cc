@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/hashing.h"
+#include "formats/json_input.h"
 
 namespace layerprune {
 
@@ -173,15 +174,6 @@ std::optional<std::string> int_array(const nlohmann::json& p, const char* name, 
 
 }  // namespace
 
-nlohmann::json parse_client_json(const std::string& text) {
-  return nlohmann::json::parse(text, [](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
-    if (depth >= kMaxJsonDepth &&
-        (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start))
-      throw InputError("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " arrays and objects");
-    return true;
-  });
-}
-
 int store_schema_version() { return kMigrations[std::size(kMigrations) - 1].version; }
 
 std::string schema_dump(sqlite::Database& db) {
@@ -298,13 +290,8 @@ static int64_t task_tp(const TaskSpec& t) {
 SubmitOutcome Store::submit(const Submission& s) {
   if (s.name.empty()) throw InputError("the experiment has no name");
   nlohmann::json experiment;
-  try {
-    experiment = parse_client_json(s.experiment_json);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError("experiment \"" + s.name + "\": the experiment configuration is not JSON: " + e.what());
-  } catch (const InputError& e) {
-    throw InputError("experiment \"" + s.name + "\": the experiment configuration: " + e.what());
-  }
+  experiment = parse_json_input(s.experiment_json, "experiment \"" + s.name + "\": the experiment configuration",
+                                kMaxJsonDepth);
   const std::string where = "experiment \"" + s.name + "\": ";
 
   // The plan must be well formed: each task once, dependencies on earlier tasks, each point computed by
@@ -619,11 +606,7 @@ Verdict Store::report(const std::string& worker_id, int64_t task_id, int64_t tok
   std::vector<PointResult> points;
   std::optional<nlohmann::json> distances, provenance;
   try {
-    try {
-      doc = parse_client_json(result_json);  // too deep: InputError, the rejection below
-    } catch (const nlohmann::json::exception& e) {
-      throw InputError(std::string("not JSON: ") + e.what());
-    }
+    doc = parse_json_input(result_json, "the result", kMaxJsonDepth);  // InputError: the rejection below
     if (!doc.is_object()) throw InputError("expected a JSON object");
     for (const auto& [name, value] : doc.items())
       if (name != "points" && name != "distances" && name != "provenance")

@@ -71,9 +71,7 @@ struct ExperimentExists : InputError {
 // nested some ten thousand levels deep (a request of a few tens of KB) overflowed the stack of the thread
 // that printed it: the coordinator crashed. Real documents nest fewer than ten levels.
 constexpr int kMaxJsonDepth = 100;
-// nlohmann::json::parse(text), but a document nested deeper than kMaxJsonDepth is refused with an
-// InputError saying so; text that is not JSON throws nlohmann's exceptions, as parse() does.
-nlohmann::json parse_client_json(const std::string& text);
+// (They are read with formats/json_input.h's parse_json_input at this depth.)
 
 class Store {
  public:

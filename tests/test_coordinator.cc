@@ -33,10 +33,7 @@
 namespace layerprune {
 namespace {
 
-using namespace testing::process;
-
-using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using namespace testing::process;  // Clock, the chrono literals, Process, Coordinator, ...
 
 const std::string kWorker = std::string(LAYERPRUNE_BINARY_DIR) + "/tests/noop_worker";
 

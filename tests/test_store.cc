@@ -131,7 +131,10 @@ TEST(Store, MalformedPlansAreRefusedWithTheReason) {
   EXPECT_CONTAINS(refused(p), "unknown grid point \"m9/n=1/x\"");
   p = small_plan("bad");
   p.experiment_json = "{not json";
-  EXPECT_CONTAINS(refused(p), "not JSON");
+  EXPECT_CONTAINS(refused(p), "not valid JSON");
+  p = small_plan("deep");
+  p.experiment_json = std::string(30000, '[') + std::string(30000, ']');
+  EXPECT_CONTAINS(refused(p), "the experiment configuration: JSON nested deeper than 100 levels");
   p = small_plan("");
   EXPECT_CONTAINS(refused(p), "no name");
   EXPECT_EQ(count(s, "SELECT COUNT(*) FROM experiments"), 0) << "nothing of a refused plan is written";
@@ -441,7 +444,8 @@ TEST(Store, ResultsThatDoNotFitTheTaskAreRejectedAndWriteNothing) {
   nlohmann::json bad_kept = good;
   bad_kept["points"][0]["kept"] = "0-3";
   EXPECT_CONTAINS(rejected(*e, bad_kept.dump()), "array of layer indices");
-  EXPECT_CONTAINS(rejected(*e, "{\"points\": [1"), "not JSON");
+  EXPECT_CONTAINS(rejected(*e, "{\"points\": [1"), "not valid JSON");
+  EXPECT_CONTAINS(rejected(*e, std::string(30000, '[') + std::string(30000, ']')), "JSON nested deeper than 100 levels");
   EXPECT_EQ(count(s, "SELECT COUNT(*) FROM results"), 0);
   EXPECT_EQ(count(s, "SELECT COUNT(*) FROM eval_items"), 0);
   EXPECT_EQ(count(s, "SELECT COUNT(*) FROM grid_points WHERE kept_json IS NOT NULL"), 0);
