@@ -10,11 +10,6 @@
 
 namespace layerprune {
 
-struct ExpectedTensor {
-  std::string name;
-  std::vector<int64_t> shape;
-};
-
 // With V vocab, D hidden, F intermediate, H heads, KV key/value heads, hd head_dim:
 // model.embed_tokens.weight [V,D]; per layer i: model.layers.{i}.input_layernorm.weight [D],
 // self_attn.{q_proj [H*hd, D], k_proj [KV*hd, D], v_proj [KV*hd, D], o_proj [D, H*hd]}.weight,

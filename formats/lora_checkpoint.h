@@ -28,12 +28,6 @@ struct LoraCheckpointInfo {
 // The metadata of a checkpoint at `step`.
 std::map<std::string, std::string> lora_checkpoint_metadata(const LoraCheckpointInfo& info);
 
-// A tensor a resume needs: its name and full shape.
-struct ExpectedTensor {
-  std::string name;
-  std::vector<int64_t> shape;
-};
-
 // The checkpoint's metadata and tensors, checked: the format, step and data position (integers >= 0),
 // lora an object whose keys in `identity` (e.g. rank, targets, kept_layers) equal the run's, each expected
 // tensor present as F32 with its shape and only finite values, and rng_state as U8. An InputError names

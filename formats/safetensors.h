@@ -34,6 +34,12 @@ struct TensorView {
   int64_t numel() const;
 };
 
+// A tensor a reader needs from a file: its name and full shape (a model's layout, a checkpoint's adapters).
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
 // "[4096, 11008]": shapes as error messages print them.
 std::string format_shape(const std::vector<int64_t>& shape);
 

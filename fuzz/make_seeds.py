@@ -533,6 +533,42 @@ out(rpc, "result_documents", submit(tiny) + register() + lease() + b"".join(repo
     report(1, 1, '{"points":[{"key":"%s","metrics":{"loss":1e308,"acc":-0.0},"items":[1,"x",{"correct":2}],'
                  '"healing":null}]}' % p0) + query() + query("items") + query("provenance"))
 
+
+# ---- lora_checkpoint: a healing checkpoint (formats/lora_checkpoint.h) for fuzz_lora_checkpoint's adapter set -
+def lora_checkpoint(edit=None, meta_edit=None):
+    tensors = []
+    for name, rows, cols in (("model.layers.0.mlp.up_proj", 16, 8), ("model.layers.1.mlp.down_proj", 8, 16)):
+        for suffix in ("weight", "exp_avg", "exp_avg_sq"):
+            for ab, shape in (("lora_A", [2, cols]), ("lora_B", [rows, 2])):
+                n = shape[0] * shape[1]
+                tensors.append([f"{name}.{ab}.{suffix}", "F32", shape, b"".join(f32(0.01 * (i % 7)) for i in range(n))])
+    tensors.append(["rng_state", "U8", [16], bytes(range(16))])
+    meta = {"format": "layerprune-lora-checkpoint", "step": "3", "data_position": "96", "rng_device": "cpu",
+            "lora": json.dumps({"rank": 2, "alpha": 2.0, "dropout": 0.05, "targets": ["up_proj", "down_proj"],
+                                "seed": 0, "kept_layers": [0, 1]})}
+    if edit:
+        edit(tensors)
+    if meta_edit:
+        meta_edit(meta)
+    return safetensors([tuple(t) for t in tensors], meta)
+
+
+def nan_at(tensors):
+    tensors[4][3] = f32(float("nan")) + tensors[4][3][4:]
+
+
+def f16_at(tensors):
+    tensors[0][1] = "F16"
+    tensors[0][3] = tensors[0][3][: len(tensors[0][3]) // 2]
+
+
+out("lora_checkpoint", "valid", lora_checkpoint())
+out("lora_checkpoint", "nan", lora_checkpoint(nan_at))
+out("lora_checkpoint", "f16", lora_checkpoint(f16_at))
+out("lora_checkpoint", "bad_step", lora_checkpoint(meta_edit=lambda m: m.update(step="-1")))
+out("lora_checkpoint", "other_rank", lora_checkpoint(meta_edit=lambda m: m.update(lora='{"rank": 4}')))
+out("lora_checkpoint", "no_metadata", lora_checkpoint(meta_edit=lambda m: m.clear()))
+
 # Stale seeds (from an earlier version of this script) are removed; regression-* files stay.
 for target in sorted(os.listdir(CORPUS)):
     for name in sorted(os.listdir(os.path.join(CORPUS, target))):

@@ -156,6 +156,24 @@ TEST(Layout, TorchFreeFoldersIncludeNoTorchOrMpi) {
   for (const auto& v : violations) ADD_FAILURE() << v << "  (" << "this folder must stay free of LibTorch and MPI)";
 }
 
+// The ASan build's leak suppressions name __vasprintf_internal (OpenMPI calls asprintf from a library
+// without frame pointers: cmake/sanitizer_defaults.cc); that stays safe only while no code of ours
+// allocates through asprintf or vasprintf, whose leaks it would hide.
+TEST(Layout, NoSourceCallsAsprintf) {
+  static const std::regex call(R"(\bv?asprintf\s*\()");
+  std::vector<std::string> found;
+  for (const auto& [folder, files] : sources_by_folder())
+    for (const auto& file : files) {
+      if (file.filename() == "test_layout.cc") continue;  // this test's own pattern
+      std::ifstream in(file);
+      std::string text;
+      for (int line = 1; std::getline(in, text); ++line)
+        if (std::regex_search(text, call)) found.push_back(file.string() + ":" + std::to_string(line));
+    }
+  for (const auto& f : found) ADD_FAILURE() << f << ": calls asprintf/vasprintf (use std::string formatting)";
+  EXPECT_TRUE(std::regex_search("  n = asprintf(&s, \"%d\", 1);", call));
+}
+
 // The rule checker itself: a planted violation is found (so an empty result above means something).
 TEST(Layout, CheckerFindsAPlantedViolation) {
   const fs::path dir = fs::temp_directory_path() / ("lp_layout_" + std::to_string(::getpid()));
