@@ -52,7 +52,7 @@ const Command kCommands[] = {
      layerprune::cli::make_model, false},
     {"plan", "per-rank memory and FLOPs of a pruned (optionally NF4, LoRA-healed) model, from config.json",
      layerprune::cli::plan, false},
-    {"prune", "drop a block of layers (similarity or simple strategy) and export the pruned model",
+    {"prune", "drop layers (similarity, simple or block_influence strategy) and export the pruned model",
      layerprune::cli::prune, true},
     {"sweep", "the paper's curves for one model: accuracy and loss vs pruning fraction per strategy (no healing)",
      layerprune::cli::sweep, true},

@@ -119,6 +119,12 @@ void print_table(const DistanceResult& r) {
     std::printf("%4lld %6lld %10.6f  %lld-%lld\n", (long long)n, (long long)l, t.at(l, n), (long long)l,
                 (long long)(l + n - 1));
   }
+  if (t.has_block_influence()) {  // ShortGPT's BI_l = 1 - mean cos(x_l, x_l+1), the block_influence strategy's input
+    std::printf("\nblock influence BI_l, l = 0..%lld (block_influence drops the lowest):", (long long)(L - 1));
+    for (int64_t l = 0; l < L; ++l)
+      std::printf("%s%.6f", l % 10 == 0 ? "\n  " : " ", t.block_influence()[size_t(l)]);
+    std::printf("\n");
+  }
   if (L > 40) {
     std::printf("(full table of %lld x %lld entries: --json or the SVG)\n", (long long)L, (long long)L);
     return;
@@ -157,7 +163,8 @@ std::string distance_heatmap_svg(const DistanceTable& t, const std::string& mode
 
 int distances(int argc, char** argv) {
   ArgParser p("distances", "Angular distance between the inputs of layers l and l+n for every block size n (paper\n"
-                           "Eq. 7), and the block l*(n) the similarity strategy would drop.");
+                           "Eq. 7), the block l*(n) the similarity strategy would drop, and each layer's block influence\n"
+                           "BI_l = 1 - mean cos(x_l, x_l+1) over calibration tokens (ShortGPT; block_influence).");
   add_model_flags(p);
   add_calibration_flags(p);
   p.option("svg", "write the heatmap of d over (l, n) here (the paper's Figure 1c)", "")
@@ -180,26 +187,30 @@ int prune(int argc, char** argv) {
   add_model_flags(p);
   add_calibration_flags(p);
   p.option("out", "output directory")
-      .option("strategy", "similarity (the block with the smallest distance) or simple (the n layers before the last)",
+      .option("strategy", "similarity (the block with the smallest distance), simple (the n layers before the "
+                          "last) or block_influence (the n layers of lowest BI)",
               "similarity")
       .option("fraction", "drop n = round(fraction x L) layers (halves up)", "")
       .option("n", "drop this many layers", "")
       .option("drop", "drop exactly these layers (e.g. 2-3)", "")
       .option("keep", "keep exactly these layers (e.g. 0,1,4)", "")
       .epilog(std::string("Strategies: similarity drops l*(n)..l*(n)+n-1 with l*(n) = argmin_l d(l, n); simple drops\n"
-                          "L-1-n..L-2 (the final layer is kept). --data is needed for similarity only.\n") +
+                          "L-1-n..L-2 (the final layer is kept); block_influence drops the n layers with the lowest\n"
+                          "BI_l = 1 - mean cos(x_l, x_l+1) over calibration tokens (ShortGPT), contiguous or not.\n"
+                          "--data is needed for similarity and block_influence.\n") +
               kCalibrationHelp);
   if (!p.parse(argc, argv)) return 0;
   int given = 0;
   for (const char* f : {"fraction", "n", "drop", "keep"}) given += p.given(f) ? 1 : 0;
   if (given != 1) throw UsageError("prune: give exactly one of --fraction, --n, --drop, --keep");
-  // Before loading (minutes for a large model): similarity pruning needs calibration data.
+  // Before loading (minutes for a large model): similarity and block_influence pruning need calibration data.
+  const Strategy strategy = parse_strategy(p.get("strategy"));
   const bool drops = p.given("n") ? p.get_int("n") > 0 : p.given("fraction") && p.get_double("fraction") > 0;
-  if (drops && p.get("strategy") == "similarity" && p.get("data").empty())
-    throw UsageError("prune: the similarity strategy needs --data (calibration text) to measure distances");
+  if (drops && strategy_needs_distances(strategy) && p.get("data").empty())
+    throw UsageError(std::string("prune: the ") + strategy_name(strategy) +
+                     " strategy needs --data (calibration text) to measure distances");
   LoadedModel m = load_model(p);
   const int64_t L = m.model.config().num_hidden_layers;
-  const Strategy strategy = parse_strategy(p.get("strategy"));
   PrunePlan plan;
   json how;
   if (p.given("drop") || p.given("keep")) {
@@ -212,12 +223,15 @@ int prune(int argc, char** argv) {
   } else {
     const int64_t n = p.given("n") ? p.get_int("n") : layers_to_prune(p.get_double("fraction"), L);
     DistanceResult r;
-    if (strategy == Strategy::kSimilarity && n > 0) r = distances_for(p, m);
-    plan = plan_pruning(strategy, L, n, strategy == Strategy::kSimilarity && n > 0 ? &r.table : nullptr);
+    const bool measured = strategy_needs_distances(strategy) && n > 0;
+    if (measured) r = distances_for(p, m);
+    plan = plan_pruning(strategy, L, n, measured ? &r.table : nullptr);
+    // first_dropped: for block_influence the lowest dropped layer (the dropped set need not be one block).
     how = {{"rule", strategy_name(strategy)}, {"n", n}, {"first_dropped", plan.first_dropped},
            {"distance", plan.distance}};
     if (p.given("fraction")) how["fraction"] = p.get_double("fraction");
-    if (strategy == Strategy::kSimilarity && n > 0) how["distance_key"] = r.key;
+    if (measured) how["distance_key"] = r.key;
+    if (measured && strategy == Strategy::kBlockInfluence) how["block_influence"] = r.table.block_influence();
   }
   if (plan.kept.empty()) throw InputError("prune: every layer would be dropped; at least one must stay");
   PruneExport e = export_pruned_model(p.get("model"), plan.kept, p.get("out"));
@@ -248,7 +262,7 @@ int sweep(int argc, char** argv) {
   add_model_flags(p);
   add_bos_flags(p);
   add_calibration_flags(p);
-  p.option("strategies", "comma-separated: similarity, simple", "similarity,simple")
+  p.option("strategies", "comma-separated: similarity, simple, block_influence", "similarity,simple")
       .option("fractions", "comma-separated pruning fractions (default: every n = 0..L-1)", "")
       .option("tasks", "comma-separated: mmlu, boolq", "mmlu,boolq")
       .option("mmlu-data", "MMLU directory (dev/, test/)", "mmlu")
@@ -266,9 +280,11 @@ int sweep(int argc, char** argv) {
   std::vector<Strategy> strategies;
   for (const std::string& s : split_commas(p.get("strategies"))) strategies.push_back(parse_strategy(s));
   if (strategies.empty()) throw UsageError("sweep: --strategies is empty");
-  const bool similarity = std::find(strategies.begin(), strategies.end(), Strategy::kSimilarity) != strategies.end();
-  if (similarity && p.get("data").empty())
-    throw UsageError("sweep: the similarity strategy needs --data (calibration text) to measure distances");
+  const auto measuring = std::find_if(strategies.begin(), strategies.end(), strategy_needs_distances);
+  const bool needs_table = measuring != strategies.end();  // similarity or block_influence: distances needed
+  if (needs_table && p.get("data").empty())
+    throw UsageError(std::string("sweep: the ") + strategy_name(*measuring) +
+                     " strategy needs --data (calibration text) to measure distances");
   // Data first (with the model's tokenizer, which loads in a moment): bad data fails before the model loads.
   EvaluationSpec spec;
   std::vector<std::string> tasks = split_commas(p.get("tasks"));
@@ -310,7 +326,7 @@ int sweep(int argc, char** argv) {
   std::sort(ns.begin(), ns.end());
   ns.erase(std::unique(ns.begin(), ns.end()), ns.end());
   DistanceResult dist;
-  const bool need_distances = similarity && ns.back() > 0;
+  const bool need_distances = needs_table && ns.back() > 0;
   if (need_distances) dist = distances_for(p, m);
 
   std::vector<PointSpec> points;

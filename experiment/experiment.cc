@@ -28,7 +28,7 @@ using nlohmann::json;
 
 namespace {
 
-const std::vector<std::string> kStrategies = {"similarity", "simple"};
+const std::vector<std::string> kStrategies = {"similarity", "simple", "block_influence"};
 const std::vector<std::string> kFormats = {"hf", "llama2c", "gguf"};
 const std::vector<std::string> kDtypes = {"float32", "bfloat16"};
 const std::vector<std::string> kQuants = {"none", "nf4"};
@@ -623,9 +623,10 @@ Experiment read_experiment(const Reader& r, const YAML::Node& root) {
   if (!has_models) throw InputError(top + "missing 'models' (a list of maps with name, path, ...)");
   if (!has_pruning) throw InputError(top + "missing 'pruning' (fractions or layers, and strategies)");
   if (!has_evaluation) throw InputError(top + "missing 'evaluation' (mmlu, boolq and/or loss)");
-  if (!has_calibration && contains(e.strategies, "similarity"))
-    throw InputError(top + "missing 'calibration' (its data is needed to measure the distances of the similarity "
-                           "strategy)");
+  for (const std::string& s : e.strategies)
+    if (!has_calibration && strategy_needs_distances(parse_strategy(s)))
+      throw InputError(top + "missing 'calibration' (its data is needed to measure the distances of the " + s +
+                       " strategy)");
   if (e.name.empty()) {
     e.name = e.source.empty() ? "experiment" : fs::path(e.source).stem().string();
     if (!valid_name(e.name)) throw InputError(top + "missing 'name' (the file name \"" + e.name + "\" cannot be one)");
@@ -881,7 +882,6 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
     if (h.enabled == (h.name == "off"))
       throw InputError(src + "healing '" + h.name + "': 'off' is the name of the one disabled entry, and only of it");
   }
-  const bool similarity = contains(e.strategies, "similarity");
 
   ExperimentPlan plan;
   plan.experiment = experiment;
@@ -981,13 +981,15 @@ ExperimentPlan plan_experiment(const Experiment& experiment, const LayerResolver
   }
 
   // Tasks: every distances task, then every evaluate task, then every heal task (dependencies come first).
-  auto needs_distances = [](const GridPoint& p) { return p.strategy == "similarity" && p.n > 0; };
+  auto needs_distances = [](const GridPoint& p) {
+    return p.n > 0 && p.strategy != "none" && strategy_needs_distances(parse_strategy(p.strategy));
+  };
   const json calibration = e.calibration, evaluation = e.evaluation;
   std::vector<bool> measured(e.models.size(), false);
   for (size_t i = 0; i < e.models.size(); ++i) {
     const ModelSpec& m = plan.experiment.models[i];
     for (const GridPoint& p : plan.points) measured[i] = measured[i] || (p.model == m.name && needs_distances(p));
-    if (!similarity || !measured[i]) continue;
+    if (!measured[i]) continue;
     TaskSpec t;
     t.key = "distances/" + m.name;
     t.kind = "distances";

@@ -9,12 +9,12 @@
 // (experiment/pruning.h), L read from the model's config.json.
 //
 // Tasks (what a worker leases; each produces results for some grid points):
-//   distances  one per (model, calibration): the layer-distance table. Every similarity point of the
-//              model depends on it (its dropped layers come from the table).
+//   distances  one per (model, calibration): the layer-distance table and block influence. Every similarity
+//              and block_influence point of the model depends on it (its dropped layers come from it).
 //   evaluate   one per (model, seed): every no-healing point of the model in one shared-prefix sweep
-//              (method/sweep.h). Depends on the model's distances task when it has similarity points.
+//              (method/sweep.h). Depends on the model's distances task when it has such points.
 //   heal       one per healed point: prune, QLoRA-heal (resumable checkpoints), evaluate.
-//              Depends on the distances task for the similarity strategy.
+//              Depends on the distances task for the similarity and block_influence strategies.
 // A task's payload is everything a worker needs besides its dependencies' results, which the coordinator
 // attaches to the lease (the distances result for evaluate/heal tasks).
 #pragma once
@@ -135,7 +135,7 @@ struct GridPoint {
   std::string model;
   int64_t n = 0;               // layers dropped
   int64_t layers = 0;          // L of the model
-  std::string strategy;        // "similarity" | "simple" | "none" (n = 0)
+  std::string strategy;        // "similarity" | "simple" | "block_influence" | "none" (n = 0)
   std::string healing;         // HealingSpec::name
   uint64_t seed = 0;
   double fraction() const { return layers > 0 ? double(n) / double(layers) : 0.0; }

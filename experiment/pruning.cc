@@ -13,9 +13,12 @@ namespace {
 std::string n_str(int64_t v) { return std::to_string(v); }
 }  // namespace
 
-DistanceTable::DistanceTable(int64_t layers, std::vector<double> pair) : layers_(layers), pair_(std::move(pair)) {
+DistanceTable::DistanceTable(int64_t layers, std::vector<double> pair, std::vector<double> block_influence)
+    : layers_(layers), pair_(std::move(pair)), block_influence_(std::move(block_influence)) {
   if (layers < 1 || int64_t(pair_.size()) != (layers + 1) * (layers + 1))
     throw std::invalid_argument("DistanceTable: need (L+1)^2 entries");
+  if (!block_influence_.empty() && int64_t(block_influence_.size()) != layers)
+    throw std::invalid_argument("DistanceTable: need L block influence values (or none)");
 }
 
 double DistanceTable::at(int64_t l, int64_t n) const {
@@ -34,10 +37,20 @@ int64_t DistanceTable::best_start(int64_t n) const {
 Strategy parse_strategy(const std::string& name) {
   if (name == "similarity") return Strategy::kSimilarity;
   if (name == "simple") return Strategy::kSimple;
-  throw InputError("unknown pruning strategy \"" + name + "\": expected similarity or simple");
+  if (name == "block_influence") return Strategy::kBlockInfluence;
+  throw InputError("unknown pruning strategy \"" + name + "\": expected similarity, simple or block_influence");
 }
 
-const char* strategy_name(Strategy s) { return s == Strategy::kSimilarity ? "similarity" : "simple"; }
+const char* strategy_name(Strategy s) {
+  switch (s) {
+    case Strategy::kSimilarity: return "similarity";
+    case Strategy::kSimple: return "simple";
+    case Strategy::kBlockInfluence: return "block_influence";
+  }
+  return "?";
+}
+
+bool strategy_needs_distances(Strategy s) { return s == Strategy::kSimilarity || s == Strategy::kBlockInfluence; }
 
 int64_t layers_to_prune(double fraction, int64_t layers) {
   if (!(fraction >= 0.0 && fraction < 1.0))
@@ -61,12 +74,30 @@ PrunePlan plan_pruning(Strategy strategy, int64_t layers, int64_t n, const Dista
   p.strategy = strategy;
   p.layers = layers;
   p.n = n;
+  if (n > 0 && strategy_needs_distances(strategy)) {
+    if (!table) throw std::logic_error(std::string(strategy_name(strategy)) + " pruning needs a distance table");
+    if (table->layers() != layers)
+      throw InputError("distance table is for " + n_str(table->layers()) + " layers, the model has " +
+                       n_str(layers));
+  }
+  if (n > 0 && strategy == Strategy::kBlockInfluence) {
+    if (!table->has_block_influence())
+      throw InputError("the distance result has no block influence values (stored by an older layerprune): "
+                       "measure the distances again");
+    // The n lowest BI_l, ties to the lower index (stable sort of indices by BI).
+    const std::vector<double>& bi = table->block_influence();
+    std::vector<int64_t> order(static_cast<size_t>(layers));
+    for (int64_t l = 0; l < layers; ++l) order[size_t(l)] = l;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return bi[size_t(a)] < bi[size_t(b)]; });
+    std::vector<bool> dropped(static_cast<size_t>(layers), false);
+    for (int64_t k = 0; k < n; ++k) dropped[size_t(order[size_t(k)])] = true;
+    p.first_dropped = *std::min_element(order.begin(), order.begin() + n);
+    for (int64_t l = 0; l < layers; ++l)
+      if (!dropped[size_t(l)]) p.kept.push_back(l);
+    return p;
+  }
   if (n > 0) {
     if (strategy == Strategy::kSimilarity) {
-      if (!table) throw std::logic_error("similarity pruning needs a distance table");
-      if (table->layers() != layers)
-        throw InputError("distance table is for " + n_str(table->layers()) + " layers, the model has " +
-                         n_str(layers));
       p.first_dropped = table->best_start(n);
       p.distance = table->at(p.first_dropped, n);
     } else {

@@ -71,6 +71,8 @@ DistanceTable measure_distances(const LlamaModel& model, const CalibrationSet& c
   if (N == 0) throw InputError("distances: no calibration sequences");
   const int64_t B = std::max<int64_t>(1, options.batch_size);
   at::Tensor sum = at::zeros({S, S}, at::kDouble);
+  at::Tensor cos_sum = at::zeros({L}, at::kDouble);  // sum over real tokens of cos(x^(l), x^(l+1))
+  int64_t real_tokens = 0;
   Progress progress("distances", N, "samples");
   ForwardOptions fwd;
   fwd.return_hidden = true;
@@ -82,11 +84,14 @@ DistanceTable measure_distances(const LlamaModel& model, const CalibrationSet& c
     // Right padding with token 0: causal attention keeps it out of every real position.
     at::Tensor tokens = at::zeros({nb, T}, at::kLong);
     at::Tensor last = at::empty({nb}, at::kLong);
+    at::Tensor real = at::zeros({nb, T}, at::kBool);  // the non-padding positions, 0 included
     auto acc = tokens.accessor<int64_t, 2>();
     for (int64_t b = 0; b < nb; ++b) {
       const auto& seq = calibration.sequences[size_t(b0 + b)];
       for (size_t t = 0; t < seq.size(); ++t) acc[b][int64_t(t)] = seq[t];
       last[b] = int64_t(seq.size()) - 1;
+      real[b].narrow(0, 0, int64_t(seq.size())).fill_(true);
+      real_tokens += int64_t(seq.size());
     }
     ForwardResult r = model.forward(tokens, fwd);
     // x[i, b, :] = hidden state i of sequence b at its last real token, in float64.
@@ -98,19 +103,34 @@ DistanceTable measure_distances(const LlamaModel& model, const CalibrationSet& c
     at::Tensor unit = x / x.norm(2, -1, /*keepdim=*/true);
     at::Tensor cos = at::bmm(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0);  // [nb, S, S]
     at::Tensor batch = (at::acos(cos) / M_PI).sum(0).to(at::kCPU);  // float64 on the model's device, summed on the host
-    if (!all_finite(batch)) {
+    // Block influence: cos between consecutive hidden states at every real token, in float64.
+    at::Tensor mask = real.to(model.device());
+    std::vector<at::Tensor> cos_sums;
+    cos_sums.reserve(size_t(L));
+    at::Tensor prev = r.hidden[0].to(at::kDouble);
+    for (int64_t l = 0; l < L; ++l) {
+      at::Tensor next = r.hidden[size_t(l + 1)].to(at::kDouble);
+      at::Tensor c = (prev * next).sum(-1) / (prev.norm(2, -1) * next.norm(2, -1));  // [nb, T]
+      cos_sums.push_back(c.masked_select(mask).clamp(-1.0, 1.0).sum());
+      prev = next;
+    }
+    at::Tensor batch_cos = at::stack(cos_sums).to(at::kCPU);
+    if (!all_finite(batch) || !all_finite(batch_cos)) {
       std::string where = model.locate_non_finite(tokens, fwd);
-      if (where.empty()) where = "no layer (every hidden state is finite): a hidden state of norm 0 at the last token";
+      if (where.empty()) where = "no layer (every hidden state is finite): a hidden state of norm 0";
       throw NonFiniteError("distances: calibration samples " + std::to_string(b0) + "-" + std::to_string(b0 + nb - 1) +
-                           ": a non-finite angular distance; the first non-finite output is " + where);
+                           ": a non-finite angular distance or block influence; the first non-finite output is " + where);
     }
     sum += batch;
+    cos_sum += batch_cos;
     progress.advance(nb);
   }
   sum /= double(N);
   sum.diagonal().zero_();  // d(x, x) = 0 exactly (acos of a rounded 1 can be ~1e-8)
   std::vector<double> pair(sum.data_ptr<double>(), sum.data_ptr<double>() + S * S);
-  return DistanceTable(L, std::move(pair));
+  std::vector<double> bi(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l) bi[size_t(l)] = 1.0 - cos_sum[l].item<double>() / double(real_tokens);
+  return DistanceTable(L, std::move(pair), std::move(bi));
 }
 
 std::string DistanceResult::to_json() const {
@@ -127,18 +147,19 @@ std::string DistanceResult::to_json() const {
     best.push_back({{"n", n}, {"l_star", l}, {"d", table.at(l, n)}});
   }
   nlohmann::json recipe_json = nlohmann::json::parse(recipe.to_json());
-  return nlohmann::json{{"key", key},
-                        {"model", model_dir},
-                        {"model_fingerprint", model_fingerprint},
-                        {"dtype", dtype},
-                        {"layers", L},
-                        {"calibration", {{"data", data_path}, {"data_sha256", data_sha256}, {"documents", documents},
-                                         {"tokens", tokens}, {"recipe", recipe_json}}},
-                        {"distances", d},
-                        {"best", best},
-                        {"seconds", seconds},
-                        {"code_version", code_version}}
-      .dump(1);
+  nlohmann::json out{{"key", key},
+                     {"model", model_dir},
+                     {"model_fingerprint", model_fingerprint},
+                     {"dtype", dtype},
+                     {"layers", L},
+                     {"calibration", {{"data", data_path}, {"data_sha256", data_sha256}, {"documents", documents},
+                                      {"tokens", tokens}, {"recipe", recipe_json}}},
+                     {"distances", d},
+                     {"best", best},
+                     {"seconds", seconds},
+                     {"code_version", code_version}};
+  if (table.has_block_influence()) out["block_influence"] = table.block_influence();
+  return out.dump(1);
 }
 
 DistanceResult DistanceResult::from_json(const std::string& text, const std::string& source) {
@@ -166,7 +187,12 @@ DistanceResult DistanceResult::from_json(const std::string& text, const std::str
       if (int64_t(row.size()) != L + 1) throw InputError(source + ": \"distances\" rows must have layers+1 entries");
       for (const auto& v : row) pair.push_back(v.get<double>());
     }
-    r.table = DistanceTable(L, std::move(pair));
+    std::vector<double> bi;
+    if (j.contains("block_influence")) {
+      bi = j.at("block_influence").get<std::vector<double>>();
+      if (int64_t(bi.size()) != L) throw InputError(source + ": \"block_influence\" must have one entry per layer");
+    }
+    r.table = DistanceTable(L, std::move(pair), std::move(bi));
     r.seconds = j.value("seconds", 0.0);
     r.code_version = j.value("code_version", "");
   } catch (const nlohmann::json::exception& e) {
@@ -210,7 +236,7 @@ std::string model_fingerprint(const std::string& model_dir) {
 
 std::string distance_key(const std::string& model_fingerprint, const std::string& data_sha256,
                          const CalibrationRecipe& recipe, const std::string& compute_dtype) {
-  return sha256_hex("distances/v1\n" + model_fingerprint + "\n" + data_sha256 + "\n" + recipe.to_json() + "\n" + compute_dtype);
+  return sha256_hex("distances/v2\n" + model_fingerprint + "\n" + data_sha256 + "\n" + recipe.to_json() + "\n" + compute_dtype);
 }
 
 }  // namespace layerprune

@@ -6,6 +6,14 @@
 // (no LM head) yields every hidden state x^(0..L), so a batch gives all n = 1..L and all l at once: the
 // (L+1) x (L+1) matrix of pairwise distances, accumulated in float64.
 //
+// The same pass gives the block influence of each layer (ShortGPT, Men et al. 2024, arXiv 2403.03853):
+//
+//   BI_l = 1 - mean over tokens of  x^(l) . x^(l+1) / (|x^(l)| |x^(l+1)|),   l = 0..L-1
+//
+// averaged over EVERY real (non-padding) token of every calibration sequence, position 0 (the BOS token,
+// where the model adds one) included, each token weighing the same (a long sequence counts more than a
+// short one); accumulated in float64. Unlike d, BI does not use the last token only.
+//
 // Calibration recipe (recorded with every result):
 //   documents  C4-style JSONL (one object per line, string field "text") or plain text (paragraphs split on
 //              blank lines); whitespace-only documents are dropped.
@@ -51,7 +59,8 @@ struct DistanceOptions {
   int64_t batch_size = 4;
 };
 
-// Mean pairwise angular distances over the calibration sequences (progress on stderr).
+// Mean pairwise angular distances over the calibration sequences and each layer's block influence (progress
+// on stderr).
 DistanceTable measure_distances(const LlamaModel& model, const CalibrationSet& calibration,
                                 const DistanceOptions& options = {});
 
@@ -65,8 +74,11 @@ struct DistanceResult {
   DistanceTable table;
   double seconds = 0;
   std::string code_version;
-  std::string to_json() const;  // includes l*(n) and d(l*, n) for every n, for readers of the file
-  // InputError naming `source` for malformed or inconsistent JSON.
+  // Includes l*(n) and d(l*, n) for every n, for readers of the file, and "block_influence" [L].
+  std::string to_json() const;
+  // InputError naming `source` for malformed or inconsistent JSON. A result without "block_influence" (from
+  // before it was measured; such results also carry another key, distances/v1) loads with none, and
+  // block_influence pruning then asks for a new measurement.
   static DistanceResult from_json(const std::string& text, const std::string& source);
 };
 
@@ -76,7 +88,8 @@ struct DistanceResult {
 std::string model_fingerprint(const std::string& model_dir);
 
 // The key a distance result is stored under: sha256 of (model fingerprint, calibration data sha256, recipe,
-// compute dtype: bfloat16 hidden states give slightly different distances).
+// compute dtype: bfloat16 hidden states give slightly different distances). Version distances/v2: results
+// with block influence; a v1 cache entry is never found under a v2 key, so it is measured again.
 std::string distance_key(const std::string& model_fingerprint, const std::string& data_sha256,
                          const CalibrationRecipe& recipe, const std::string& compute_dtype);
 

@@ -191,6 +191,27 @@ TEST(Cli, DistancesPruneSweepOnStories260K) {
   EXPECT_EQ(pj.at("dropped"), nlohmann::json({l2, l2 + 1}));
   EXPECT_EQ(pj.at("how").at("distance_key"), aj.at("key"));
   EXPECT_CONTAINS(read_file(d.path() + "/p/config.json"), "\"num_hidden_layers\": 3");
+  // Block influence (ShortGPT) from the same cached result: the 2 layers of lowest BI, ties to the lower index.
+  ASSERT_EQ(aj.at("block_influence").size(), 5u);
+  std::vector<double> bi = aj.at("block_influence").get<std::vector<double>>();
+  std::vector<int64_t> order{0, 1, 2, 3, 4};
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return bi[size_t(x)] < bi[size_t(y)]; });
+  std::vector<int64_t> lowest{order[0], order[1]};
+  std::sort(lowest.begin(), lowest.end());
+  CliRun s = run("prune --model " + model + cal + " --strategy block_influence --n 2 --out " + d.path() + "/s --json");
+  ASSERT_EQ(s.status, 0) << s.out;
+  auto sj = nlohmann::json::parse(s.out);
+  EXPECT_EQ(sj.at("dropped"), nlohmann::json(lowest));
+  EXPECT_EQ(sj.at("how").at("rule"), "block_influence");
+  EXPECT_EQ(sj.at("how").at("first_dropped"), lowest[0]);
+  EXPECT_EQ(sj.at("how").at("distance_key"), aj.at("key"));
+  EXPECT_EQ(sj.at("kept").size(), 3u);
+  EXPECT_CONTAINS(read_file(d.path() + "/s/config.json"), "\"num_hidden_layers\": 3");
+  EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --strategy block_influence --n 1").status, 2)
+      << "block_influence needs --data";
+  CliRun unknown = run("prune --model " + model + " --out " + d.path() + "/q --strategy shortgpt --n 1 2>&1");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_CONTAINS(unknown.out, "similarity, simple or block_influence");
   EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --strategy simple --n 9").status, 2);
   EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --n 1 --keep 0").status, 2) << "two rules";
   EXPECT_EQ(run("prune --model " + model + " --out " + d.path() + "/q --n 1").status, 2) << "similarity needs --data";
@@ -209,6 +230,15 @@ TEST(Cli, DistancesPruneSweepOnStories260K) {
   EXPECT_EQ(wj.at("truncated"), nlohmann::json::parse(e.out).at("truncated")) << "the sweep reports truncation as eval";
   EXPECT_EQ(wj.at("points")[0].at("boolq"), nlohmann::json::parse(e.out).at("acc")) << "n = 0 is the whole model";
   EXPECT_EQ(run("sweep --model " + model + " --tasks boolq --strategies random").status, 2);
+  // The sweep with block influence: its n = 2 point drops what prune dropped.
+  CliRun wb = run("sweep --model " + model + cal + " --strategies block_influence --tasks boolq --boolq-limit 3 "
+                  "--fractions 0.4 --json --threads 1");
+  ASSERT_EQ(wb.status, 0) << wb.out;
+  auto wbj = nlohmann::json::parse(wb.out);
+  ASSERT_EQ(wbj.at("points").size(), 1u);
+  EXPECT_EQ(wbj.at("points")[0].at("strategy"), "block_influence");
+  EXPECT_EQ(wbj.at("points")[0].at("dropped"), nlohmann::json(lowest));
+  EXPECT_EQ(wbj.at("distance_key"), aj.at("key"));
 }
 
 // The healing check: stories260K with the simple strategy's 2 layers (2-3) removed, healed on

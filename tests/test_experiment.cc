@@ -595,6 +595,31 @@ TEST(ExperimentErrors, YamlSyntax) {
                   "/nonexistent/e.yaml: experiment file not found");
 }
 
+// ShortGPT's block influence (arXiv 2403.03853) reads the distances task's BI values: its points depend on
+// that task just as similarity points do, and without a calibration section the file is refused.
+TEST(Experiment, BlockInfluenceNeedsTheDistancesTask) {
+  const std::string yaml = "models: [{name: m, path: /m}]\npruning: {layers: [0, 2], strategies: [simple, block_influence]}\n"
+                           "healing: [off, {name: q, train_data: /t.txt}]\n"
+                           "calibration: {data: /c.txt}\nevaluation: {loss: {data: /v.txt}}\n";
+  const ExperimentPlan plan = plan_experiment(parse_experiment(yaml), fixed_layers(4));
+  std::vector<std::string> keys;
+  for (const TaskSpec& t : plan.tasks) keys.push_back(t.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"distances/m", "evaluate/m/seed=0", "heal/m/n=0/none/q/seed=0",
+                                            "heal/m/n=2/simple/q/seed=0", "heal/m/n=2/block_influence/q/seed=0"}));
+  EXPECT_EQ(find_task(plan, "evaluate/m/seed=0")->depends_on, std::vector<std::string>{"distances/m"});
+  EXPECT_EQ(find_task(plan, "heal/m/n=2/block_influence/q/seed=0")->depends_on, std::vector<std::string>{"distances/m"});
+  EXPECT_TRUE(find_task(plan, "heal/m/n=2/simple/q/seed=0")->depends_on.empty());
+  expect_consistent(plan);
+  const std::string no_calibration = "models: [{name: m, path: /m}]\npruning: {layers: [1], strategies: [block_influence]}\n"
+                                     "evaluation: {loss: {data: /v.txt}}\n";
+  EXPECT_CONTAINS(input_error([&] { parse_experiment(no_calibration); }),
+                  "missing 'calibration' (its data is needed to measure the distances of the block_influence strategy)");
+  Experiment e = parse_experiment(yaml);
+  e.strategies = {"shortgpt"};
+  EXPECT_CONTAINS(input_error([&] { plan_experiment(e, fixed_layers(4)); }),
+                  "unknown strategy 'shortgpt' (similarity, simple, block_influence)");
+}
+
 TEST(ExperimentErrors, Schema) {
   const std::string base = base_yaml();
   // Unknown key, with the known ones and a suggestion.
@@ -626,7 +651,7 @@ TEST(ExperimentErrors, Schema) {
   EXPECT_ERROR_AT(parse_error(base_yaml("  fractions: [0.5, half]")), "exp.yaml:6:20",
                   "pruning.fractions[1]: expected a number in [0, 1), found 'half'");
   EXPECT_ERROR_AT(parse_error(replace_line(base, 7, "  strategies: [similarity, random]")), "exp.yaml:7:28",
-                  "pruning.strategies[1]: expected one of similarity, simple, found 'random'");
+                  "pruning.strategies[1]: expected one of similarity, simple, block_influence, found 'random'");
   EXPECT_ERROR_AT(parse_error(base_yaml("  layers: []")), "exp.yaml:6:11",
                   "pruning.layers: expected a non-empty list of numbers of layers to drop");
   EXPECT_ERROR_AT(parse_error(base_yaml("  layers: [0, -1]")), "exp.yaml:6:15",

@@ -83,6 +83,36 @@ TEST(Pruning, SimilarityStrategyByHand) {
   EXPECT_CONTAINS(testing::input_error([&] { plan_pruning(Strategy::kSimilarity, 7, 2, &t); }), "6 layers");
 }
 
+// ShortGPT's block influence: the n lowest BI_l, wherever they are; ties to the lower layer index.
+TEST(Pruning, BlockInfluenceDropsTheLowestLayers) {
+  using V = std::vector<int64_t>;
+  const int64_t L = 6;
+  std::vector<double> pair(size_t((L + 1) * (L + 1)), 0.5);
+  //                       BI_0  BI_1  BI_2  BI_3  BI_4  BI_5
+  DistanceTable t(L, pair, {0.30, 0.05, 0.20, 0.02, 0.05, 0.40});
+  EXPECT_EQ(kept(Strategy::kBlockInfluence, L, 0, &t), (V{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(kept(Strategy::kBlockInfluence, L, 1, &t), (V{0, 1, 2, 4, 5}));
+  EXPECT_EQ(kept(Strategy::kBlockInfluence, L, 2, &t), (V{0, 2, 4, 5})) << "BI_1 = BI_4: the lower index goes first";
+  EXPECT_EQ(kept(Strategy::kBlockInfluence, L, 3, &t), (V{0, 2, 5})) << "not one block";
+  EXPECT_EQ(kept(Strategy::kBlockInfluence, L, 5, &t), (V{5}));
+  PrunePlan p = plan_pruning(Strategy::kBlockInfluence, L, 3, &t);
+  EXPECT_EQ(p.first_dropped, 1) << "the lowest dropped layer";
+  EXPECT_EQ(p.n, 3);
+  EXPECT_DOUBLE_EQ(p.distance, 0.0);
+  EXPECT_EQ(p.strategy, Strategy::kBlockInfluence);
+  EXPECT_EQ(parse_strategy("block_influence"), Strategy::kBlockInfluence);
+  EXPECT_STREQ(strategy_name(Strategy::kBlockInfluence), "block_influence");
+  EXPECT_TRUE(strategy_needs_distances(Strategy::kBlockInfluence));
+  EXPECT_TRUE(strategy_needs_distances(Strategy::kSimilarity));
+  EXPECT_FALSE(strategy_needs_distances(Strategy::kSimple));
+  // A table stored before BI was measured has none: a clear error, not a silent plan.
+  DistanceTable old(L, pair);
+  EXPECT_CONTAINS(testing::input_error([&] { plan_pruning(Strategy::kBlockInfluence, L, 1, &old); }),
+                  "measure the distances again");
+  EXPECT_CONTAINS(testing::input_error([&] { plan_pruning(Strategy::kBlockInfluence, 7, 1, &t); }), "6 layers");
+  EXPECT_THROW(DistanceTable(L, pair, {0.1, 0.2}), std::invalid_argument);
+}
+
 TEST(Pruning, FractionToLayerCount) {
   EXPECT_EQ(layers_to_prune(0.0, 32), 0);
   EXPECT_EQ(layers_to_prune(0.4, 5), 2);
@@ -94,7 +124,7 @@ TEST(Pruning, FractionToLayerCount) {
   EXPECT_CONTAINS(testing::input_error([] { layers_to_prune(-0.1, 5); }), "[0, 1)");
   EXPECT_CONTAINS(testing::input_error([] { layers_to_prune(std::nan(""), 5); }), "[0, 1)");
   EXPECT_EQ(parse_strategy("simple"), Strategy::kSimple);
-  EXPECT_CONTAINS(testing::input_error([] { parse_strategy("random"); }), "similarity or simple");
+  EXPECT_CONTAINS(testing::input_error([] { parse_strategy("random"); }), "similarity, simple or block_influence");
 }
 
 TEST(Pruning, LayerListsParseAndFormat) {
@@ -164,6 +194,79 @@ TEST_F(Stories260K, DistancesEqualPyTorchReference) {
       EXPECT_EQ(t.best_start(n), b["l_star"].get<int64_t>()) << "n = " << n;
       EXPECT_NEAR(t.at(t.best_start(n), n), b["d"].get<double>(), 1e-5);
     }
+  }
+}
+
+// Block influence on a random model whose layer 2 is the identity (o_proj and down_proj zero: both residual
+// branches add exactly 0), checked against a plain computation from each sequence's own forward pass.
+TEST(Distances, BlockInfluenceOfAnIdentityLayerIsZeroAndItIsDroppedFirst) {
+  TempDir dir;
+  MakeModelOptions mo;
+  mo.seed = 3;
+  mo.init_std = 0.3;
+  make_random_model(testing::llama_shape(32, 48, 5, 4, 2, 64, 32), dir.path(), mo);
+  const LlamaModel base = LlamaModel::load(dir.path());
+  LlamaWeights w = base.weights();
+  w.layers[2].wo = at::zeros_like(w.layers[2].wo);
+  w.layers[2].w_down = at::zeros_like(w.layers[2].w_down);
+  const LlamaModel model = base.with_weights(w);
+  const int64_t L = 5;
+  CalibrationSet set;
+  uint32_t state = 99;
+  for (int64_t len : {7, 19, 3, 12, 16}) {  // unequal lengths: right padding in every batch
+    std::vector<int32_t> seq{1};           // a BOS-like first token, averaged like every other
+    while (int64_t(seq.size()) < len) {
+      state = state * 1664525u + 1013904223u;
+      seq.push_back(int32_t(2 + (state >> 8) % 60u));
+    }
+    set.sequences.push_back(seq);
+  }
+  // Reference: every real token of every sequence, each sequence on its own, in float64.
+  std::vector<double> cos_sum(size_t(L), 0.0);
+  int64_t tokens = 0;
+  ForwardOptions fo;
+  fo.return_hidden = true;
+  fo.logits = false;
+  for (const auto& seq : set.sequences) {
+    std::vector<int64_t> ids(seq.begin(), seq.end());
+    ForwardResult r = model.forward(at::tensor(ids, at::kLong).view({1, -1}), fo);
+    ASSERT_EQ(int64_t(r.hidden.size()), L + 1);
+    for (int64_t l = 0; l < L; ++l) {
+      at::Tensor a = r.hidden[size_t(l)][0].to(at::kDouble), b = r.hidden[size_t(l + 1)][0].to(at::kDouble);
+      for (int64_t t = 0; t < a.size(0); ++t)
+        cos_sum[size_t(l)] += (at::dot(a[t], b[t]) / (a[t].norm() * b[t].norm())).item<double>();
+    }
+    tokens += int64_t(seq.size());
+  }
+  for (int64_t batch : {1, 2, 5}) {
+    DistanceOptions opt;
+    opt.batch_size = batch;
+    const DistanceTable t = measure_distances(model, set, opt);
+    ASSERT_TRUE(t.has_block_influence());
+    ASSERT_EQ(int64_t(t.block_influence().size()), L);
+    for (int64_t l = 0; l < L; ++l)
+      EXPECT_NEAR(t.block_influence()[size_t(l)], 1.0 - cos_sum[size_t(l)] / double(tokens), 1e-6)
+          << "BI_" << l << ", batch " << batch;
+    EXPECT_NEAR(t.block_influence()[2], 0.0, 1e-12) << "the identity layer";
+    for (int64_t l : {0, 1, 3, 4}) EXPECT_GT(t.block_influence()[size_t(l)], 1e-4) << "BI_" << l;
+    EXPECT_EQ(plan_pruning(Strategy::kBlockInfluence, L, 1, &t).kept, (std::vector<int64_t>{0, 1, 3, 4}));
+    EXPECT_EQ(plan_pruning(Strategy::kBlockInfluence, L, 2, &t).kept.size(), 3u);
+    // The result file keeps the values; one from before them loads without, and BI pruning then refuses it.
+    DistanceResult res;
+    res.key = "k";
+    res.table = t;
+    const DistanceResult back = DistanceResult::from_json(res.to_json(), "r.json");
+    EXPECT_EQ(back.table.block_influence(), t.block_influence());
+    nlohmann::json old = nlohmann::json::parse(res.to_json());
+    old.erase("block_influence");
+    const DistanceResult v1 = DistanceResult::from_json(old.dump(), "old.json");
+    EXPECT_FALSE(v1.table.has_block_influence());
+    EXPECT_EQ(v1.table.pair_matrix(), t.pair_matrix());
+    EXPECT_CONTAINS(testing::input_error([&] { plan_pruning(Strategy::kBlockInfluence, L, 1, &v1.table); }),
+                    "measure the distances again");
+    old["block_influence"] = {0.1, 0.2};
+    EXPECT_CONTAINS(testing::input_error([&] { DistanceResult::from_json(old.dump(), "bad.json"); }),
+                    "bad.json: \"block_influence\" must have one entry per layer");
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -543,6 +544,61 @@ TEST_F(WorkerTp, HealAndEvaluateTasksAtTp2EqualTp1) {
   const nlohmann::json e1 = result(tmp_.file("o1/eval.json"));
   EXPECT_LT(h1["points"][0]["metrics"]["loss"].get<double>(), e1["points"][2]["metrics"]["loss"].get<double>())
       << "healing lowers the loss of the model with layers 2-3 dropped";
+}
+
+// The distances task's block influence (ShortGPT) at tp 2 equals tp 1, and an evaluate task given that result
+// drops the block_influence point's two lowest-BI layers.
+TEST_F(WorkerTp, BlockInfluenceAtTp2EqualsTp1AndPlansTheEvaluatePoint) {
+  LP_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
+  LP_REQUIRE_DATA(tok, "stories260K/tok512.model");
+  LP_REQUIRE_DATA(text, "tinystories/tinystories_val.txt");
+  const std::string dir = tmp_.file("stories260K");
+  convert_llama2c(bin, tok, dir);
+  ExperimentTasks t(dir, 8, 0);
+  CalibrationSpec cal;
+  cal.data = text;
+  cal.samples = 6;
+  cal.seq_len = 48;
+  const nlohmann::json distances = {{"id", "dist"}, {"kind", "distances"},
+                                    {"payload", {{"experiment", "x"}, {"model", t.evaluate["payload"]["model"]},
+                                                 {"calibration", cal}}}};
+  write_file(tmp_.file("d.jsonl"), distances.dump() + "\n");
+  for (int np : {1, 2}) {
+    MpiRun r = mpirun(np, "--tp " + std::to_string(np) + " --tasks " + tmp_.file("d.jsonl") + " --out " +
+                              tmp_.file("d" + std::to_string(np)));
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  const nlohmann::json d1 = result(tmp_.file("d1/dist.json")), d2 = result(tmp_.file("d2/dist.json"));
+  const std::vector<double> bi1 = d1["distances"]["block_influence"].get<std::vector<double>>(),
+                            bi2 = d2["distances"]["block_influence"].get<std::vector<double>>();
+  ASSERT_EQ(bi1.size(), 5u);
+  ASSERT_EQ(bi2.size(), 5u);
+  for (size_t l = 0; l < 5; ++l) {
+    EXPECT_NEAR(bi1[l], bi2[l], 1e-6) << "BI_" << l;
+    EXPECT_GT(bi1[l], 0.0) << "BI_" << l;
+  }
+  std::vector<size_t> order{0, 1, 2, 3, 4};
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bi1[a] < bi1[b]; });
+  std::vector<int64_t> lowest{int64_t(order[0]), int64_t(order[1])};
+  std::sort(lowest.begin(), lowest.end());
+  nlohmann::json eval = t.evaluate;
+  eval["id"] = "bi";
+  GridPoint p;
+  p.model = "s";
+  p.n = 2;
+  p.layers = 5;
+  p.strategy = "block_influence";
+  p.healing = "off";
+  p.key = "s/n=2/block_influence/off/seed=0";
+  eval["payload"]["points"] = nlohmann::json::array({p.to_json()});
+  eval["inputs"] = {{"distances/s", d1}};
+  write_file(tmp_.file("e.jsonl"), eval.dump() + "\n");
+  MpiRun r = mpirun(1, "--tp 1 --tasks " + tmp_.file("e.jsonl") + " --out " + tmp_.file("e1"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json e = result(tmp_.file("e1/bi.json"));
+  ASSERT_EQ(e["points"].size(), 1u);
+  EXPECT_EQ(e["points"][0]["dropped"], nlohmann::json(lowest));
+  EXPECT_EQ(e["provenance"]["distance_key"], d1["distances"]["key"]);
 }
 
 TEST_F(WorkerTp, SigtermCheckpointsAHealingTaskAndTheNextRunResumesIt) {

@@ -128,9 +128,9 @@ PrunePlan plan_point(const PointSpec& p, int64_t layers, const DistanceTable* ta
     return plan_pruning(Strategy::kSimple, layers, 0, nullptr);
   }
   const Strategy s = parse_strategy(p.strategy);
-  if (s == Strategy::kSimilarity && !table)
-    throw InputError("point " + p.key + ": the similarity strategy needs the model's distance table");
-  return plan_pruning(s, layers, p.n, s == Strategy::kSimilarity ? table : nullptr);
+  if (strategy_needs_distances(s) && !table)
+    throw InputError("point " + p.key + ": the " + strategy_name(s) + " strategy needs the model's distance table");
+  return plan_pruning(s, layers, p.n, strategy_needs_distances(s) ? table : nullptr);
 }
 
 namespace {

@@ -56,7 +56,7 @@ EvalData load_eval_data(const EvaluationSpec& spec, const Tokenizer& tok);
 
 // ---- points ----
 
-// A grid point as a pruning plan: strategy "none" (n = 0), "similarity" or "simple"; `kept` given directly
+// A grid point as a pruning plan: strategy "none" (n = 0), "similarity", "simple" or "block_influence"; `kept` given directly
 // when non-empty (the `--drop/--keep` path), else derived from the strategy, n and the distance table.
 struct PointSpec {
   std::string key;
@@ -72,7 +72,7 @@ struct PointResult {
   nlohmann::json to_json() const;
 };
 
-// The kept layers of a point; InputError when similarity needs a table that is missing.
+// The kept layers of a point; InputError when similarity or block_influence needs a table that is missing.
 PrunePlan plan_point(const PointSpec& point, int64_t layers, const DistanceTable* table);
 
 struct EvaluateStats {
